@@ -1,0 +1,71 @@
+"""The envelope every message travels in, and the one union of every payload type."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Union
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from . import cart, credit, erp, orders, pricing
+from .base import Failure, Message
+from .ids import MESSAGE, new_id
+
+AnyMessage = Annotated[
+    Union[
+        Failure,
+        # cart
+        cart.CreateCart, cart.GetCart, cart.AddLine, cart.ChangeLine, cart.RemoveLine,
+        cart.FreezeCart, cart.CompleteCart, cart.ReleaseCart,
+        cart.CartView, cart.CartFrozen, cart.CartCompleted, cart.CartReleased,
+        # pricing
+        pricing.ListProducts, pricing.GetProduct, pricing.PriceLines,
+        pricing.ProductView, pricing.ProductList, pricing.LinesPriced,
+        # credit
+        credit.ReserveCredit, credit.ReleaseCredit, credit.GetCreditAccount,
+        credit.CreditReserved, credit.CreditRejected, credit.CreditReleased, credit.CreditAccountView,
+        # orders
+        orders.PlaceOrder, orders.GetOrder, orders.OrderView, orders.OverCreditLimit, orders.OrderConfirmed,
+        # master data from the ERP
+        erp.CustomerUpsert, erp.ProductUpsert, erp.PriceUpsert, erp.CreditLimitUpsert,
+    ],
+    Field(discriminator="type"),
+]
+
+
+class Envelope(BaseModel):
+    """Metadata every message carries; `type` mirrors the payload's discriminator."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message_id: str = Field(default_factory=lambda: new_id(MESSAGE))
+    type: str = ""
+    occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    tenant_id: str = Field(min_length=1)
+    livemode: bool
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    request_id: str | None = None
+    reply_to: str | None = None
+    aggregate_id: str | None = None
+    aggregate_version: int | None = None
+    payload: AnyMessage
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_from_payload(cls, data: object) -> object:
+        if isinstance(data, dict):
+            payload = data.get("payload")
+            kind = payload.type if isinstance(payload, Message) else (payload or {}).get("type")
+            if data.get("type") not in (None, "", kind):
+                raise ValueError(f"envelope type {data.get('type')!r} does not match payload type {kind!r}")
+            data = {**data, "type": kind}
+        return data
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Envelope":
+        return _ADAPTER.validate_json(raw)
+
+
+_ADAPTER = TypeAdapter(Envelope)

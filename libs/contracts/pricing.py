@@ -1,0 +1,77 @@
+"""Pricing commands and replies (`pricing.commands.v1`)."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Currency, Message, Minor, Sku, Uom
+from .money import TaxCategory
+
+PriceSource = Literal["customer", "price_list", "list"]
+
+
+class ProductView(Message):
+    type: Literal["ProductView"] = "ProductView"
+    sku: Sku
+    name: str
+    base_uom: Uom
+    units: dict[Uom, int]
+    tax_category: TaxCategory
+    unit_price: Minor | None = Field(description="per base unit, for this customer when one is named")
+    currency: Currency
+    price_source: PriceSource | None
+
+
+class ProductList(Message):
+    type: Literal["ProductList"] = "ProductList"
+    products: list[ProductView]
+    has_more: bool
+
+
+class ListProducts(Message):
+    type: Literal["ListProducts"] = "ListProducts"
+    customer_id: str | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+    starting_after: str | None = None
+
+
+class GetProduct(Message):
+    type: Literal["GetProduct"] = "GetProduct"
+    sku: Sku
+    customer_id: str | None = None
+
+
+class LineToPrice(Message):
+    line_id: str
+    sku: Sku
+    base_quantity: int = Field(ge=1)
+
+
+class PriceLines(Message):
+    type: Literal["PriceLines"] = "PriceLines"
+    cart_id: str
+    customer_id: str
+    lines: list[LineToPrice]
+
+
+class PricedLine(Message):
+    line_id: str
+    sku: Sku
+    base_quantity: int
+    unit_price: Minor
+    price_source: PriceSource
+    subtotal: Minor
+    tax_category: TaxCategory
+    tax_rate_bp: int
+    tax: Minor
+    total: Minor
+
+
+class LinesPriced(Message):
+    type: Literal["LinesPriced"] = "LinesPriced"
+    cart_id: str
+    currency: Currency
+    lines: list[PricedLine]
+    subtotal: Minor
+    tax: Minor
+    total: Minor

@@ -1,0 +1,53 @@
+"""Every topic, declared once. Partition counts come from settings; keys are documented beside each topic."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    carries: str
+
+    @property
+    def dlt(self) -> str:
+        return f"{self.name}.dlt"
+
+
+CART_COMMANDS = TopicSpec("cart.commands.v1", "cart id", "CreateCart, GetCart, AddLine, ChangeLine, RemoveLine, FreezeCart, CompleteCart, ReleaseCart")
+PRICING_COMMANDS = TopicSpec("pricing.commands.v1", "cart id or sku", "PriceLines, ListProducts, GetProduct")
+CREDIT_COMMANDS = TopicSpec("credit.commands.v1", "bill-to account id", "ReserveCredit, ReleaseCredit, GetCreditAccount")
+ORDERS_COMMANDS = TopicSpec("orders.commands.v1", "cart id", "PlaceOrder, GetOrder")
+ORDERS_REPLIES = TopicSpec("orders.replies.v1", "checkout id", "replies to the checkout saga's commands")
+ORDERS_EVENTS = TopicSpec("orders.events.v1", "order id", "OrderConfirmed")
+CREDIT_EVENTS = TopicSpec("credit.events.v1", "bill-to account id", "CreditReserved, CreditReleased")
+ERP_CUSTOMERS = TopicSpec("erp.customers.v1", "customer id", "CustomerUpsert")
+ERP_PRODUCTS = TopicSpec("erp.products.v1", "sku", "ProductUpsert")
+ERP_PRICES = TopicSpec("erp.prices.v1", "sku", "PriceUpsert")
+ERP_CREDIT_LIMITS = TopicSpec("erp.credit_limits.v1", "customer id", "CreditLimitUpsert")
+
+ALL: tuple[TopicSpec, ...] = (
+    CART_COMMANDS,
+    PRICING_COMMANDS,
+    CREDIT_COMMANDS,
+    ORDERS_COMMANDS,
+    ORDERS_REPLIES,
+    ORDERS_EVENTS,
+    CREDIT_EVENTS,
+    ERP_CUSTOMERS,
+    ERP_PRODUCTS,
+    ERP_PRICES,
+    ERP_CREDIT_LIMITS,
+)
+
+GATEWAY_REPLIES_PREFIX = "gateway.replies."
+
+
+def gateway_replies(instance_id: str) -> str:
+    """The reply topic of one gateway instance: replies to HTTP-driven commands, keyed by correlation id."""
+    return f"{GATEWAY_REPLIES_PREFIX}{instance_id}"
+
+
+def all_topic_names() -> list[str]:
+    """Every declared topic and its dead-letter topic."""
+    return [name for spec in ALL for name in (spec.name, spec.dlt)]

@@ -1,0 +1,52 @@
+"""Each service's own database: engine, sessions, and the outbox and inbox tables every service has."""
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+def async_url(dsn: str) -> str:
+    """`postgresql://…` (what operators write) → the asyncpg driver URL SQLAlchemy wants."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if dsn.startswith(prefix):
+            return "postgresql+asyncpg://" + dsn[len(prefix):]
+    raise ValueError("database URL must start with postgresql://")
+
+
+def make_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(async_url(dsn), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@dataclass(frozen=True)
+class RuntimeTables:
+    outbox: sa.Table
+    inbox: sa.Table
+
+
+def runtime_tables(metadata: sa.MetaData) -> RuntimeTables:
+    """Add the outbox (messages committed with the state change) and inbox (processed message ids) to a service's metadata."""
+    outbox = sa.Table(
+        "outbox",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("message_id", sa.Text, nullable=False, unique=True),
+        sa.Column("topic", sa.Text, nullable=False),
+        sa.Column("key", sa.Text, nullable=True),
+        sa.Column("value", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Index("outbox_unsent", "id", postgresql_where=sa.text("sent_at IS NULL")),
+    )
+    inbox = sa.Table(
+        "inbox",
+        metadata,
+        sa.Column("message_id", sa.Text, primary_key=True),
+        sa.Column("message_type", sa.Text, nullable=False),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    )
+    return RuntimeTables(outbox=outbox, inbox=inbox)

@@ -1,0 +1,242 @@
+"""How a service consumes and emits: the unit of work (state + outbox + inbox in one transaction) and the subscriber wrapper (retries, dead letters)."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from libs.contracts.base import Message, Rejection
+from libs.contracts.envelope import Envelope
+from libs.contracts.topics import TopicSpec
+
+from .db import RuntimeTables
+from .kafka import subscriber_options
+from .logs import request_id_var
+from .metrics import Metrics
+from .outbox import Outbox, OutgoingMessage
+from .settings import ServiceSettings
+
+log = logging.getLogger("harmon.messaging")
+
+# A dependency that is down: keep the message (and the partition's order) and try again, without limit.
+TRANSIENT = (OSError, ConnectionError, asyncio.TimeoutError, InterfaceError, OperationalError, KafkaError)
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    settings: ServiceSettings
+    broker: KafkaBroker
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    tables: RuntimeTables
+    outbox: Outbox
+    metrics: Metrics
+    subscribers: list = field(default_factory=list)
+    extras: dict = field(default_factory=dict)
+
+    def uow(self, incoming: Envelope | None = None) -> "UnitOfWork":
+        return UnitOfWork(self, incoming)
+
+    async def reply_now(self, incoming: Envelope, payload: Message) -> None:
+        """Answer a query that changed nothing: no outbox row needed."""
+        if not incoming.reply_to:
+            log.warning("%s has no reply_to; reply %s dropped", incoming.type, payload.type)
+            return
+        env = derive(incoming, payload, correlation_id=incoming.correlation_id)
+        await self.broker.publish(env.to_bytes(), topic=incoming.reply_to, key=_key(incoming.correlation_id))
+
+    async def publish(self, topic: str, key: str | None, env: Envelope) -> None:
+        await self.broker.publish(env.to_bytes(), topic=topic, key=_key(key))
+
+
+def _key(key: str | None) -> bytes | None:
+    return key.encode() if key else None
+
+
+def derive(incoming: Envelope | None, payload: Message, **fields) -> Envelope:
+    """An envelope caused by `incoming`: same tenant, mode, request and (by default) correlation."""
+    base: dict = {}
+    if incoming is not None:
+        base = dict(
+            tenant_id=incoming.tenant_id,
+            livemode=incoming.livemode,
+            request_id=incoming.request_id,
+            correlation_id=incoming.correlation_id,
+            causation_id=incoming.message_id,
+        )
+    base.update({k: v for k, v in fields.items() if v is not None})
+    return Envelope(payload=payload, **base)
+
+
+class Duplicate(Exception):
+    """The message was processed before (its id is in the inbox)."""
+
+
+class UnitOfWork:
+    """One transaction: the handler's state change, the inbox record and every message it emits."""
+
+    def __init__(self, ctx: ServiceContext, incoming: Envelope | None):
+        self.ctx = ctx
+        self.incoming = incoming
+        self._pending: list[OutgoingMessage] = []
+        self.session: AsyncSession
+
+    async def __aenter__(self) -> "UnitOfWork":
+        self.session = self.ctx.sessionmaker()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.session.close()
+
+    async def claim(self) -> None:
+        """Record the incoming message as processed; raise Duplicate if it already was."""
+        assert self.incoming is not None
+        inbox = self.ctx.tables.inbox
+        stmt = (
+            pg_insert(inbox)
+            .values(message_id=self.incoming.message_id, message_type=self.incoming.type)
+            .on_conflict_do_nothing()
+            .returning(inbox.c.message_id)
+        )
+        if (await self.session.execute(stmt)).first() is None:
+            raise Duplicate(self.incoming.message_id)
+
+    def send(self, topic: str, key: str | None, payload: Message, **fields) -> Envelope:
+        env = derive(self.incoming, payload, **fields)
+        self._pending.append(OutgoingMessage(env.message_id, topic, key, env.to_bytes()))
+        return env
+
+    def reply(self, payload: Message) -> None:
+        """Answer the incoming command on its `reply_to`, keyed by its correlation id."""
+        assert self.incoming is not None
+        if not self.incoming.reply_to:
+            log.warning("%s has no reply_to; reply %s dropped", self.incoming.type, payload.type)
+            return
+        self.send(self.incoming.reply_to, self.incoming.correlation_id, payload)
+
+    def discard(self) -> None:
+        """Forget messages queued by a decision that was rolled back."""
+        self._pending = []
+
+    async def commit(self) -> None:
+        if self._pending:
+            await self.session.execute(sa.insert(self.ctx.tables.outbox), self.ctx.outbox.rows(self._pending))
+        await self.session.commit()
+        sent, self._pending = self._pending, []
+        if sent:
+            await self.ctx.outbox.publish_committed(sent)
+
+
+async def answer_command(ctx: ServiceContext, env: Envelope, decide: Callable[[UnitOfWork], Awaitable[Message | None]]) -> None:
+    """Run a state-changing command once: inbox, decision, reply and emitted messages commit together.
+
+    A `Rejection` rolls back whatever the decision wrote and replies the failure instead.
+    """
+    async with ctx.uow(env) as uow:
+        await uow.claim()
+        try:
+            result = await decide(uow)
+        except Rejection as r:
+            await uow.session.rollback()
+            uow.discard()
+            await uow.claim()
+            result = r.failure()
+        if result is not None:
+            uow.reply(result)
+        await uow.commit()
+
+
+Handler = Callable[[Message, Envelope, ServiceContext], Awaitable[None]]
+
+
+async def _raw_body(msg: KafkaMessage) -> bytes:
+    # the envelope is validated once, by pydantic, from the raw bytes
+    return msg.body
+
+
+def subscribe(ctx: ServiceContext, topic: TopicSpec | str, handlers: dict[type[Message], Handler], *, grouped: bool = True) -> None:
+    """Consume `topic`: decode the envelope, dispatch by type, retry, and dead-letter what cannot be handled.
+
+    Each (service, topic) pair is its own consumer group, so instances of a service share the
+    topic's partitions and one topic's rebalance never stalls another's. `grouped=False` reads
+    without a group from the latest offset (a gateway instance's own reply topic).
+    """
+    name = topic.name if isinstance(topic, TopicSpec) else topic
+    group_id = f"{ctx.name}.{name}" if grouped else None
+    dlt = f"{name}.dlt"
+    by_type = {cls.model_fields["type"].default: h for cls, h in handlers.items()}
+
+    async def dead_letter(msg: KafkaMessage, reason: str, attempts: int) -> None:
+        raw = msg.raw_message
+        headers = {
+            "harmon-dlt-reason": reason[:1000],
+            "harmon-dlt-source-topic": name,
+            "harmon-dlt-partition": str(raw.partition),
+            "harmon-dlt-offset": str(raw.offset),
+            "harmon-dlt-attempts": str(attempts),
+            "harmon-dlt-consumer": ctx.name,
+        }
+        ctx.metrics.dead_lettered.labels(topic=name).inc()
+        log.error("dead-lettered %s[%s]@%s to %s: %s", name, raw.partition, raw.offset, dlt, reason)
+        while True:
+            try:
+                await ctx.broker.publish(msg.body, topic=dlt, key=raw.key, headers=headers)
+                return
+            except KafkaError:
+                log.warning("could not publish to %s; retrying", dlt, exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def consume(body: bytes, msg: KafkaMessage) -> None:
+        try:
+            env = Envelope.from_bytes(msg.body)
+        except ValidationError as e:
+            await dead_letter(msg, f"invalid message: {e}", 1)
+            return
+        handler = by_type.get(env.type)
+        if handler is None:
+            await dead_letter(msg, f"{env.type} is not handled on {name} by {ctx.name}", 1)
+            return
+        token = request_id_var.set(env.request_id or "-")
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    await handler(env.payload, env, ctx)
+                    ctx.metrics.handled.labels(topic=name, type=env.type).inc()
+                    return
+                except Duplicate:
+                    ctx.metrics.duplicates.labels(topic=name).inc()
+                    return
+                except TRANSIENT as e:
+                    ctx.metrics.retries.labels(topic=name).inc()
+                    delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
+                    log.warning("%s %s: dependency unavailable (%r); retry %d in %.1fs", env.type, env.message_id, e, attempt, delay)
+                    await asyncio.sleep(delay)
+                except Exception as e:
+                    if attempt >= ctx.settings.max_attempts:
+                        log.exception("%s %s failed %d times", env.type, env.message_id, attempt)
+                        await dead_letter(msg, f"{type(e).__name__}: {e}", attempt)
+                        return
+                    ctx.metrics.retries.labels(topic=name).inc()
+                    delay = 0.05 * 2**attempt
+                    log.warning("%s %s failed (%r); retry %d in %.2fs", env.type, env.message_id, e, attempt, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            request_id_var.reset(token)
+
+    sub = ctx.broker.subscriber(name, decoder=_raw_body, **subscriber_options(ctx.settings, group_id))
+    sub(consume)
+    ctx.subscribers.append(sub)
+
+

@@ -1,0 +1,117 @@
+"""Outbox delivery: publish right after commit (the hot path), and a relay that sends whatever that missed.
+
+A row is committed in the same transaction as the state change it announces, so a crash can only
+delay a message, never lose it; consumers' inboxes make the occasional second delivery harmless.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from faststream.kafka import KafkaBroker
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .db import RuntimeTables
+
+log = logging.getLogger("harmon.outbox")
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    message_id: str
+    topic: str
+    key: str | None
+    value: bytes
+
+
+class Outbox:
+    def __init__(self, broker: KafkaBroker, engine: AsyncEngine, tables: RuntimeTables, *, relay_interval_s: float = 1.0,
+                 relay_grace_s: float = 2.0):
+        self._broker = broker
+        self._engine = engine
+        self._table = tables.outbox
+        self._relay_interval_s = relay_interval_s
+        self._relay_grace_s = relay_grace_s
+        self._sent: list[str] = []
+        self._sent_flag = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.published = 0
+        self.relayed = 0
+
+    def rows(self, messages: list[OutgoingMessage]) -> list[dict]:
+        return [dict(message_id=m.message_id, topic=m.topic, key=m.key, value=m.value) for m in messages]
+
+    async def publish_committed(self, messages: list[OutgoingMessage]) -> None:
+        """Send rows just committed; a failure here is logged and left to the relay."""
+        try:
+            await asyncio.gather(*(self._send(m.topic, m.key, m.value) for m in messages))
+        except Exception:
+            log.warning("publish after commit failed; the relay will resend %d message(s)", len(messages), exc_info=True)
+            return
+        self.published += len(messages)
+        self._sent.extend(m.message_id for m in messages)
+        self._sent_flag.set()
+
+    async def _send(self, topic: str, key: str | None, value: bytes) -> None:
+        await self._broker.publish(value, topic=topic, key=key.encode() if key else None)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._mark_sent_loop()), asyncio.create_task(self._relay_loop())]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush_sent()
+
+    async def _flush_sent(self) -> None:
+        if not self._sent:
+            return
+        ids, self._sent = self._sent, []
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(self._table).where(self._table.c.message_id.in_(ids)).values(sent_at=sa.func.now())
+            )
+
+    async def _mark_sent_loop(self) -> None:
+        # Batched so the hot path pays one UPDATE per burst, not one per message.
+        while True:
+            await self._sent_flag.wait()
+            self._sent_flag.clear()
+            try:
+                await self._flush_sent()
+            except Exception:
+                log.warning("could not mark outbox rows sent; the relay may send them again", exc_info=True)
+            await asyncio.sleep(0.05)
+
+    async def relay_once(self) -> int:
+        """Send unsent rows older than the grace period (the ones publish-after-commit missed)."""
+        t = self._table
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.c.id, t.c.topic, t.c.key, t.c.value)
+                    .where(t.c.sent_at.is_(None), t.c.created_at < sa.func.now() - sa.text(f"interval '{self._relay_grace_s} seconds'"))
+                    .order_by(t.c.id)
+                    .limit(200)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                await self._send(row.topic, row.key, row.value)
+            if rows:
+                await conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=sa.func.now()))
+                log.info("relayed %d outbox message(s)", len(rows))
+            # Sent rows are kept a day for inspection, then pruned.
+            await conn.execute(sa.delete(t).where(t.c.sent_at < sa.func.now() - sa.text("interval '1 day'")))
+        self.relayed += len(rows)
+        return len(rows)
+
+    async def _relay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._relay_interval_s)
+            try:
+                await self.relay_once()
+            except Exception:
+                log.warning("outbox relay failed; retrying in %.1fs", self._relay_interval_s, exc_info=True)

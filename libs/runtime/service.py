@@ -1,0 +1,87 @@
+"""Run one back-end service: database, broker, subscribers, outbox relay, health server; drain on SIGTERM."""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .db import RuntimeTables, make_engine, make_sessionmaker
+from .health import HealthServer
+from .kafka import ensure_all_topics, make_broker
+from .logs import setup_logging
+from .messaging import ServiceContext
+from .metrics import Metrics
+from .migrations import head_revision
+from .outbox import Outbox
+from .settings import ServiceSettings
+
+log = logging.getLogger("harmon.service")
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    settings: ServiceSettings
+    metadata: sa.MetaData
+    tables: RuntimeTables
+    migrations_dir: Path
+    register: Callable[[ServiceContext], None]
+    background: list[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=list)
+
+
+def build_context(spec: ServiceSpec) -> ServiceContext:
+    s = spec.settings
+    engine = make_engine(s.database_url, s.db_pool_size)
+    broker = make_broker(s, client_id=f"{spec.name}-{s.instance_id}")
+    outbox = Outbox(broker, engine, spec.tables, relay_interval_s=s.outbox_relay_interval_s)
+    ctx = ServiceContext(
+        name=spec.name, settings=s, broker=broker, engine=engine, sessionmaker=make_sessionmaker(engine),
+        tables=spec.tables, outbox=outbox, metrics=Metrics.create(),
+    )
+    spec.register(ctx)
+    return ctx
+
+
+async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
+    """Start everything, wait for `stop`, then drain in-flight messages and close."""
+    ctx = build_context(spec)
+    health = HealthServer(ctx, head_revision(spec.migrations_dir))
+    port = await health.start(spec.settings.health_port)
+    log.info("%s health on 127.0.0.1:%d", spec.name, port)
+    await ensure_all_topics(spec.settings)
+    await ctx.broker.start()
+    ctx.outbox.start()
+    tasks = [asyncio.create_task(job(ctx)) for job in spec.background]
+    log.info("%s started (instance %s)", spec.name, spec.settings.instance_id)
+    try:
+        await stop.wait()
+    finally:
+        ctx.extras["draining"] = True
+        log.info("%s draining", spec.name)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await ctx.broker.stop()  # waits up to graceful_timeout for handlers in flight
+        await ctx.outbox.stop()
+        await ctx.engine.dispose()
+        await health.stop()
+        log.info("%s stopped", spec.name)
+
+
+def run(make_spec: Callable[[], ServiceSpec]) -> None:
+    """Entry point of `python -m services.<name>`."""
+    spec = make_spec()
+    setup_logging(spec.name, spec.settings.log_level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(spec, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,46 @@
+"""Settings shared by every service. Common fields read `HARMON_*`; each service adds its own prefix."""
+
+import secrets
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _common(name: str) -> AliasChoices:
+    return AliasChoices(f"HARMON_{name.upper()}")
+
+
+class KafkaTimings(BaseSettings):
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    fetch_max_wait_ms: int
+    acks: Literal[1, "all"]
+
+
+# Tansu settles groups slowly with Kafka's defaults; a real cluster rejects sessions under 6 s.
+EMBEDDED_TIMINGS = dict(session_timeout_ms=2000, heartbeat_interval_ms=300, fetch_max_wait_ms=10, acks=1)
+EXTERNAL_TIMINGS = dict(session_timeout_ms=10000, heartbeat_interval_ms=3000, fetch_max_wait_ms=50, acks="all")
+
+
+class ServiceSettings(BaseSettings):
+    """Base settings; subclasses set `env_prefix="HARMON_<SERVICE>_"` for their own fields."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=_common("kafka_bootstrap"))
+    broker_mode: Literal["embedded", "external"] = Field("embedded", validation_alias=_common("broker_mode"))
+    partitions: int = Field(8, ge=1, validation_alias=_common("partitions"))
+    log_level: str = Field("INFO", validation_alias=_common("log_level"))
+    instance_id: str = Field(default_factory=lambda: secrets.token_hex(4), validation_alias=_common("instance_id"))
+    # one handler attempt = one try; after this many, a message that still fails goes to `<topic>.dlt`
+    max_attempts: int = Field(5, ge=1, validation_alias=_common("max_attempts"))
+    outbox_relay_interval_s: float = Field(1.0, gt=0, validation_alias=_common("outbox_relay_interval_s"))
+
+    database_url: str = Field(description="postgresql://role:password@host:port/db of this service's own database")
+    health_port: int = Field(0, ge=0, description="port of /healthz, /readyz, /metrics (0: any free port)")
+    db_pool_size: int = Field(10, ge=1)
+
+    @property
+    def kafka_timings(self) -> KafkaTimings:
+        return KafkaTimings(**(EMBEDDED_TIMINGS if self.broker_mode == "embedded" else EXTERNAL_TIMINGS))
