@@ -78,6 +78,7 @@ class RemoveLine(Message):
 class FreezeCart(Message):
     type: Literal["FreezeCart"] = "FreezeCart"
     cart_id: str
+    customer_id: str
     checkout_id: str
 
 

@@ -141,9 +141,7 @@ async def freeze_cart(cmd: c.FreezeCart, env: Envelope, ctx: ServiceContext) -> 
 
     async def decide(uow: UnitOfWork) -> c.CartFrozen:
         repo = CartRepository(uow.session, env)
-        cart = await repo.get_cart(cmd.cart_id, for_update=True)
-        if cart is None:
-            raise Rejection("resource_missing", f"no cart {cmd.cart_id}", "cart_id")
+        cart = await _customer_cart(repo, cmd.cart_id, cmd.customer_id)
         if not (cart.status == "frozen" and cart.frozen_by == cmd.checkout_id):
             domain.ensure_open(cart.status, cart.order_id)
             lines = await repo.lines(cart.id)

@@ -1,0 +1,1 @@
+"""Events for subscribers: records what happened (signed webhook deliveries come later)."""

@@ -1,0 +1,1 @@
+"""The checkout saga, orders and (later) invoices."""

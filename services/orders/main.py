@@ -1,0 +1,21 @@
+"""`python -m services.orders`"""
+
+from pathlib import Path
+
+from libs.runtime.service import ServiceSpec, run
+
+from . import entrypoint
+from .config import Settings
+from .tables import metadata, runtime
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def spec() -> ServiceSpec:
+    return ServiceSpec(name="orders", settings=Settings(), metadata=metadata, tables=runtime,
+                       migrations_dir=MIGRATIONS, register=entrypoint.register,
+                       background=[entrypoint.watch_deadlines])
+
+
+def main() -> None:
+    run(spec)

@@ -1,0 +1,119 @@
+"""Tables the orders service owns. Every row carries tenant_id and livemode."""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from libs.runtime.db import runtime_tables
+
+
+class Base(SQLModel, registry=registry()):
+    pass
+
+
+def _ts(nullable: bool = False) -> sa.Column:
+    return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
+
+
+class Customer(Base, table=True):
+    """Orders' copy of the customer: who is billed and on what terms (from erp.customers.v1)."""
+
+    __tablename__ = "customers"
+    tenant_id: str = Field(primary_key=True)
+    livemode: bool = Field(primary_key=True)
+    customer_id: str = Field(primary_key=True)
+    bill_to_id: str
+    terms: str
+
+
+class Checkout(Base, table=True):
+    """One checkout saga, persisted so that a restart resumes or compensates it."""
+
+    __tablename__ = "checkouts"
+    __table_args__ = (
+        sa.Index("checkouts_idempotency", "tenant_id", "livemode", "idempotency_key", unique=True,
+                 postgresql_where=sa.text("idempotency_key IS NOT NULL")),
+        # one saga at a time may hold a cart
+        sa.Index("checkouts_active_cart", "cart_id", unique=True,
+                 postgresql_where=sa.text("state IN ('freezing', 'pricing', 'reserving')")),
+        sa.Index("checkouts_deadline", "step_deadline",
+                 postgresql_where=sa.text("state IN ('freezing', 'pricing', 'reserving')")),
+    )
+    id: str = Field(primary_key=True)
+    tenant_id: str
+    livemode: bool
+    cart_id: str
+    customer_id: str
+    idempotency_key: str | None = None
+    notes: str | None = None
+    po_number: str | None = None
+    # freezing → pricing → reserving → confirmed | rejected | failed; expired (timed out) may start again
+    state: str
+    attempt: int = 1
+    bill_to_id: str | None = None
+    terms: str | None = None
+    reservation_id: str | None = None
+    frozen_lines: list | None = Field(default=None, sa_column=sa.Column(sa.JSON))
+    priced: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON))
+    order_id: str | None = None
+    result: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON))  # the final reply payload
+    reply_to: str | None = None
+    reply_correlation_id: str | None = None
+    request_id: str | None = None
+    step_deadline: datetime = Field(sa_column=_ts())
+    created_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())
+
+
+class Order(Base, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (sa.Index("orders_customer", "tenant_id", "livemode", "customer_id", "id"),)
+    id: str = Field(primary_key=True)
+    tenant_id: str
+    livemode: bool
+    cart_id: str = Field(unique=True)  # one cart becomes at most one order
+    checkout_id: str
+    customer_id: str
+    bill_to_id: str
+    terms: str
+    status: str = "confirmed"
+    channel: str = "ECOMMERCE"
+    currency: str
+    subtotal: int
+    tax: int
+    total: int
+    notes: str | None = None
+    po_number: str | None = None
+    version: int = 1
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class OrderLine(Base, table=True):
+    """What was asked and what was settled, kept as it was at checkout."""
+
+    __tablename__ = "order_lines"
+    id: str = Field(primary_key=True)
+    order_id: str = Field(foreign_key="orders.id", index=True)
+    tenant_id: str
+    livemode: bool
+    position: int
+    line_id: str
+    sku: str
+    order_uom: str
+    order_quantity: int
+    factor: int
+    base_uom: str
+    base_quantity: int
+    unit_price: int
+    price_source: str
+    subtotal: int
+    tax_category: str
+    tax_rate_bp: int
+    tax: int
+    total: int
+
+
+metadata = Base.metadata
+runtime = runtime_tables(metadata)
