@@ -100,19 +100,18 @@ class _Child:
     async def wait_ready(self, probe: Callable[[], Awaitable[bool]], timeout: float, stop_signal: int) -> None:
         assert self.proc is not None
         started = time.monotonic()
-        while not await probe():
+        # Re-checking poll() after a good probe: a foreign listener on the port may have answered.
+        while not await probe() or self.proc.poll() is not None:
             if self.proc.poll() is not None:
                 code, self.proc = self.proc.returncode, None
-                raise RuntimeError(f"{self.name} exited with code {code} during start-up; "
-                                   f"{self.log_path}:\n{_tail(self.log_path, self.offset)}")
+                raise self._failure(f"exited with code {code} during start-up")
             if time.monotonic() - started > timeout:
                 await self.stop(stop_signal, 5.0)
-                raise RuntimeError(f"{self.name} was not ready within {timeout:.0f} s; "
-                                   f"{self.log_path}:\n{_tail(self.log_path, self.offset)}")
+                raise self._failure(f"was not ready within {timeout:.0f} s")
             await asyncio.sleep(0.05)
-        if self.proc.poll() is not None:  # a foreign listener answered the probe while ours died
-            raise RuntimeError(f"{self.name} exited during start-up; {self.log_path}:\n"
-                               f"{_tail(self.log_path, self.offset)}")
+
+    def _failure(self, what: str) -> RuntimeError:
+        return RuntimeError(f"{self.name} {what}; {self.log_path}:\n{_tail(self.log_path, self.offset)}")
 
     async def stop(self, sig: int, timeout: float) -> None:
         proc = self.proc
