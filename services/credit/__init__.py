@@ -1,0 +1,1 @@
+"""Credit accounts, limits and reservations; exposure is counted on the bill-to account."""
