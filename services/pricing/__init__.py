@@ -1,0 +1,1 @@
+"""Catalog, units of measure, contract prices and GCT: what a customer pays, per line."""
