@@ -40,7 +40,8 @@ def subscriber_options(settings: ServiceSettings, group_id: str | None) -> dict:
         no_reply=True,
     )
     if group_id is None:
-        opts.update(auto_offset_reset="latest")
+        # No group, no offsets to commit: AckPolicy.ACK would call commit() and log IllegalOperation per message.
+        opts.update(auto_offset_reset="latest", ack_policy=AckPolicy.ACK_FIRST)
     else:
         opts.update(
             group_id=group_id,

@@ -77,6 +77,9 @@ async def add_line(cmd: c.AddLine, env: Envelope, ctx: ServiceContext) -> None:
     async def decide(uow: UnitOfWork) -> c.CartView:
         repo = CartRepository(uow.session, env)
         cart = await _customer_cart(repo, cmd.cart_id, cmd.customer_id)
+        if await repo.get_line(cart.id, cmd.line_id) is not None:
+            # the gateway names the line: a resend (a retry after a timeout) finds it added
+            return cart_view(cart, await repo.lines(cart.id))
         domain.ensure_open(cart.status, cart.order_id)
         domain.ensure_version(cart.version, cmd.expected_version)
         product = await repo.get_product(cmd.sku)

@@ -1,0 +1,192 @@
+"""`create_app(settings)`: the gateway's aiohttp application — middlewares in the order of checks, routes, resources.
+
+Middlewares, outermost first: request context (Request-Id, one log line) → errors (one error shape)
+→ auth (API key 401 → key kind 403 → shopper token 401) → body (413 / 415 / 400) → idempotency (409)
+→ the route. Resources open and close with the app through cleanup contexts.
+"""
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from libs.contracts import topics
+from libs.contracts.ids import REQUEST, new_id
+from libs.runtime.db import make_engine, make_sessionmaker
+from libs.runtime.kafka import ensure_all_topics, ensure_topics, make_broker
+from libs.runtime.logs import request_id_var
+from libs.runtime.messaging import ServiceContext
+from libs.runtime.metrics import Metrics
+from libs.runtime.migrations import head_revision
+from libs.runtime.outbox import Outbox
+
+from . import customers
+from .auth import ShopperTokens, auth_middleware
+from .config import Settings
+from .correlator import Correlator
+from .errors import INVALID_REQUEST, ApiError, error_middleware
+from .idempotency import IdempotencyStore, idempotency_middleware
+from .routes import carts, checkout, expected_version, health, orders, parse_body, products, shopper_tokens
+from .state import (BODY, CALLER, CORRELATOR, DRAINING, ENGINE, EXPECTED_VERSION, IDEMPOTENCY, JSON_BODY, METRICS,
+                     SERVICE, SESSIONMAKER, SETTINGS, TOKENS, endpoint_of)
+from .tables import runtime
+
+log = logging.getLogger("harmon.gateway")
+access_log = logging.getLogger("harmon.gateway.access")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+REQUEST_ID_HEADER = "Request-Id"
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class HttpMetrics:
+    def __init__(self, metrics: Metrics):
+        self.requests = Counter("harmon_http_requests", "HTTP requests answered", ["method", "route", "status"],
+                                registry=metrics.registry)
+        self.seconds = Histogram("harmon_http_request_seconds", "HTTP request latency", ["route"],
+                                 registry=metrics.registry)
+
+
+HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
+
+
+def request_context_middleware() -> web.middleware:
+    """Request id (a client's sane `X-Request-Id`, else `req_…`) on the response and every log line; one INFO line."""
+
+    @web.middleware
+    async def request_context(request: web.Request, handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        client_id = request.headers.get("X-Request-Id", "")
+        request_id = client_id if _CLIENT_REQUEST_ID.match(client_id) else new_id(REQUEST)
+        token = request_id_var.set(request_id)
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            caller = request.get(CALLER)
+            access_log.info("%s %s %d %.1fms%s", request.method, request.path, status, elapsed * 1000,
+                            f" key={caller.hint}" if caller else "")
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            m = request.app[HTTP_METRICS]
+            m.requests.labels(method=request.method, route=route, status=str(status)).inc()
+            m.seconds.labels(route=route).observe(elapsed)
+            request_id_var.reset(token)
+
+    return request_context
+
+
+def body_middleware(max_bytes: int) -> web.middleware:
+    """Size (413), media type (415), JSON and parameters (400), cart version: nothing is stored before these pass."""
+
+    too_large = ApiError(413, INVALID_REQUEST, "body_too_large", f"the request body is over {max_bytes} bytes")
+
+    @web.middleware
+    async def body(request: web.Request, handler) -> web.StreamResponse:
+        endpoint = endpoint_of(request)
+        if endpoint is None:
+            return await handler(request)
+        if endpoint.body is not None:
+            if request.content_length is not None and request.content_length > max_bytes:
+                raise too_large
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise too_large from None
+            content_type = request.content_type if "Content-Type" in request.headers else None
+            request[BODY], request[JSON_BODY] = parse_body(endpoint.body, raw, content_type)
+        if endpoint.versioned:
+            version = expected_version(request.headers.get("If-Match"), getattr(request.get(BODY), "version", None))
+            if version is not None:
+                request[EXPECTED_VERSION] = version
+        return await handler(request)
+
+    return body
+
+
+async def database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    engine = make_engine(settings.database_url, settings.db_pool_size)
+    app[ENGINE] = engine
+    app[SESSIONMAKER] = make_sessionmaker(engine)
+    app[IDEMPOTENCY] = IdempotencyStore(app[SESSIONMAKER], settings.idempotency_lease_s)
+    yield
+    await engine.dispose()
+
+
+async def messaging(app: web.Application) -> AsyncIterator[None]:
+    """Broker, the customers subscriber and the correlator's reply subscriber, positioned before any request."""
+    settings = app[SETTINGS]
+    await ensure_all_topics(settings)
+    await ensure_topics(settings.kafka_bootstrap, [topics.gateway_replies(settings.instance_id)], 1)
+    broker = make_broker(settings, client_id=f"gateway-{settings.instance_id}")
+    ctx = ServiceContext(
+        name="gateway", settings=settings, broker=broker, engine=app[ENGINE], sessionmaker=app[SESSIONMAKER],
+        tables=runtime, outbox=Outbox(broker, app[ENGINE], runtime), metrics=app[METRICS],
+    )
+    customers.register(ctx)
+    correlator = Correlator(ctx, settings.request_timeout_s)
+    correlator.register()
+    await broker.start()
+    try:
+        await correlator.wait_positioned()
+    except BaseException:
+        await broker.stop()
+        raise
+    app[SERVICE] = ctx
+    app[CORRELATOR] = correlator
+    log.info("replies on %s", correlator.reply_topic)
+    yield
+    await broker.stop()  # waits for customer upserts in flight
+
+
+async def housekeeping(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+
+    async def prune_forever() -> None:
+        while True:
+            try:
+                pruned = await app[IDEMPOTENCY].prune(settings.idempotency_retention_h)
+                if pruned:
+                    log.info("pruned %d idempotency record(s)", pruned)
+            except Exception:
+                log.warning("could not prune idempotency records", exc_info=True)
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(prune_forever())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[
+            request_context_middleware(), error_middleware(), auth_middleware(),
+            body_middleware(settings.max_body_bytes), idempotency_middleware(),
+        ],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[TOKENS] = ShopperTokens(settings.signing_secret.get_secret_value(), settings.issuer, settings.token_ttl_s)
+    app[METRICS] = Metrics.create()
+    app[HTTP_METRICS] = HttpMetrics(app[METRICS])
+    app[DRAINING] = {"draining": False}
+    app[health.HEAD] = head_revision(MIGRATIONS)
+    app.cleanup_ctx.extend([database, messaging, housekeeping])
+    for module in (health, shopper_tokens, products, carts, checkout, orders):
+        module.add_routes(app)
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if path.startswith("/v1/") and not hasattr(route.handler, "endpoint"):
+            raise RuntimeError(f"{route.method} {path} declares no @endpoint: it would be public")
+    return app

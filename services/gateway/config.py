@@ -1,0 +1,44 @@
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from libs.runtime.settings import ServiceSettings
+
+MIN_SECRET_CHARS = 32
+# Values people paste from examples; refusing them beats signing tokens anyone can forge.
+_KNOWN_UNSAFE = {"changeme", "change-me", "secret", "dev", "development", "test", "harmon"}
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="HARMON_GATEWAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0: any free port (logged, and written to port_file)")
+    port_file: Path | None = Field(None, description="where to write the bound port, for harnesses")
+    signing_secret: SecretStr = Field(description="HS256 key of shopper tokens: at least 32 random characters")
+    issuer: str = Field("harmon", min_length=1)
+    token_ttl_s: int = Field(900, ge=60, le=86_400)
+    request_timeout_s: float = Field(10.0, gt=0)
+    checkout_timeout_s: float = Field(15.0, gt=0)
+    idempotency_lease_s: float = Field(30.0, gt=0)
+    idempotency_retention_h: float = Field(24.0, ge=24, description="records are kept at least this long")
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _strong_secret(cls, v: SecretStr) -> SecretStr:
+        raw = v.get_secret_value()
+        if len(raw) < MIN_SECRET_CHARS or raw.strip().lower() in _KNOWN_UNSAFE or len(set(raw)) < 8:
+            raise ValueError(
+                f"HARMON_GATEWAY_SIGNING_SECRET must be at least {MIN_SECRET_CHARS} random characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _lease_outlives_requests(self) -> "Settings":
+        # a lease shorter than a request would let a retry run the same operation beside the first
+        if self.idempotency_lease_s <= max(self.request_timeout_s, self.checkout_timeout_s):
+            raise ValueError("idempotency_lease_s must be longer than request_timeout_s and checkout_timeout_s")
+        return self

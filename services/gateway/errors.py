@@ -1,0 +1,110 @@
+"""The one error shape, the catalogue of status/type per code, and the middleware that renders every failure."""
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from libs.contracts.base import Failure
+from libs.runtime.logs import request_id_var
+
+log = logging.getLogger("harmon.gateway.errors")
+
+INVALID_REQUEST = "invalid_request_error"
+AUTHENTICATION = "authentication_error"
+PERMISSION = "permission_error"
+IDEMPOTENCY = "idempotency_error"
+API_ERROR = "api_error"
+
+
+class ApiError(Exception):
+    """An answer in the catalogue's words: `extra` goes inside the error object, `siblings` beside it."""
+
+    def __init__(self, status: int, type: str, code: str, message: str, param: str | None = None,
+                 extra: dict[str, Any] | None = None, siblings: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.type, self.code, self.message, self.param = status, type, code, message, param
+        self.extra, self.siblings, self.headers = extra or {}, siblings or {}, headers or {}
+
+    def body(self, request_id: str | None) -> dict[str, Any]:
+        error = {"type": self.type, "code": self.code, "message": self.message, "param": self.param,
+                 **self.extra, "request_id": request_id}
+        return {"error": error, **self.siblings}
+
+    def response(self, request_id: str | None) -> web.Response:
+        return web.json_response(self.body(request_id), status=self.status, headers=self.headers)
+
+
+def invalid(code: str, message: str, param: str | None = None) -> ApiError:
+    return ApiError(400, INVALID_REQUEST, code, message, param)
+
+
+def internal_error() -> ApiError:
+    return ApiError(500, API_ERROR, "internal_error", "something went wrong on our side; it has been logged")
+
+
+def upstream_timeout() -> ApiError:
+    return ApiError(504, API_ERROR, "upstream_timeout",
+                    "a service did not answer in time; retrying with the same Idempotency-Key is safe")
+
+
+# A service's Failure.code → (HTTP status, error type). Codes outside it are a bug: 500, message withheld.
+CATALOGUE: dict[str, tuple[int, str]] = {
+    "resource_missing": (404, INVALID_REQUEST),
+    "cart_frozen": (409, INVALID_REQUEST),
+    "cart_checked_out": (409, INVALID_REQUEST),
+    "cart_version_conflict": (409, INVALID_REQUEST),
+    "sku_unknown": (400, INVALID_REQUEST),
+    "uom_unknown": (400, INVALID_REQUEST),
+    "quantity_invalid": (400, INVALID_REQUEST),
+    "parameter_invalid": (400, INVALID_REQUEST),
+    "parameter_missing": (400, INVALID_REQUEST),
+    "parameter_unknown": (400, INVALID_REQUEST),
+    "upstream_timeout": (504, API_ERROR),
+}
+
+
+def from_failure(failure: Failure) -> ApiError:
+    entry = CATALOGUE.get(failure.code)
+    if entry is None:
+        log.error("service answered with a code outside the catalogue: %s (%s)", failure.code, failure.message)
+        return internal_error()
+    status, type_ = entry
+    extra = {"order_id": failure.order_id} if failure.code == "cart_checked_out" else None
+    return ApiError(status, type_, failure.code, failure.message, failure.param, extra=extra)
+
+
+# aiohttp's own refusals (no route, wrong method, body over client_max_size) in the catalogue's words
+def from_http_exception(exc: web.HTTPException, request: web.Request) -> ApiError:
+    if exc.status == 404:
+        return ApiError(404, INVALID_REQUEST, "resource_missing", f"no such route: {request.method} {request.path}")
+    if exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        return ApiError(405, INVALID_REQUEST, "method_not_allowed", f"{request.method} is not allowed here",
+                        headers={"Allow": allowed} if allowed else None)
+    if exc.status == 413:
+        return ApiError(413, INVALID_REQUEST, "body_too_large", "the request body is too large")
+    if exc.status < 500:
+        return ApiError(exc.status, INVALID_REQUEST, "parameter_invalid", exc.reason or "invalid request")
+    return internal_error()
+
+
+def error_middleware() -> web.middleware:
+    """Every exception leaves as the one error shape; stack traces go to the log, never to the client."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return e.response(request_id_var.get())
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise  # redirects and the like pass through
+            return from_http_exception(e, request).response(request_id_var.get())
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return internal_error().response(request_id_var.get())
+
+    return errors

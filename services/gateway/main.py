@@ -1,0 +1,66 @@
+"""`python -m services.gateway`: serve the HTTP API on host:port; SIGTERM finishes requests in flight, then exits."""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from libs.runtime.logs import setup_logging
+
+from .app import create_app
+from .config import Settings
+from .state import DRAINING
+
+log = logging.getLogger("harmon.gateway")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit naming what is wrong (never echoing a value: it may be a secret)."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = "\n".join(
+            f"  HARMON_GATEWAY_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: {err['msg']}"
+            for err in e.errors(include_url=False, include_input=False)
+        )
+        sys.exit(f"gateway: refusing to start with these settings:\n{problems}")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=settings.checkout_timeout_s + 5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("gateway listening on http://%s:%d (instance %s)", settings.host, port, settings.instance_id)
+        if settings.port_file:
+            tmp = settings.port_file.with_suffix(".tmp")
+            tmp.write_text(f"{port}\n")
+            os.replace(tmp, settings.port_file)
+        await stop.wait()
+        app[DRAINING]["draining"] = True
+        log.info("gateway draining")
+    finally:
+        await runner.cleanup()  # stops listening, waits for requests in flight, then closes broker and database
+        log.info("gateway stopped")
+
+
+def main() -> None:
+    settings = load_settings()
+    setup_logging("gateway", settings.log_level)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(run())

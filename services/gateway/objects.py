@@ -1,0 +1,81 @@
+"""The API's objects (Stripe-like: `id`, `object`, `livemode`), built from the services' replies."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from libs.contracts.cart import CartLine, CartView
+from libs.contracts.orders import OrderLine, OrderView
+from libs.contracts.pricing import LinesPriced, ProductView
+
+
+def timestamp(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def cart_line(line: CartLine) -> dict[str, Any]:
+    return {
+        "id": line.line_id, "object": "cart_line", "sku": line.sku, "order_uom": line.order_uom,
+        "order_quantity": line.order_quantity, "factor": line.factor, "base_uom": line.base_uom,
+        "quantity": line.base_quantity,
+    }
+
+
+def cart(view: CartView, livemode: bool) -> dict[str, Any]:
+    return {
+        "id": view.cart_id, "object": "cart", "livemode": livemode, "customer_id": view.customer_id,
+        "status": view.status, "version": view.version, "order_id": view.order_id,
+        "lines": [cart_line(x) for x in view.lines],
+        "created_at": timestamp(view.created_at), "updated_at": timestamp(view.updated_at),
+    }
+
+
+def priced_cart(view: CartView, priced: LinesPriced, livemode: bool) -> dict[str, Any]:
+    entered = {x.line_id: x for x in view.lines}
+    lines = []
+    for p in priced.lines:
+        line = entered.get(p.line_id)
+        lines.append({
+            "line_id": p.line_id, "sku": p.sku, "quantity": p.base_quantity,
+            "base_uom": line.base_uom if line else None,
+            "order_uom": line.order_uom if line else None,
+            "order_quantity": line.order_quantity if line else None,
+            "unit_price": p.unit_price, "price_source": p.price_source, "subtotal": p.subtotal,
+            "tax_category": str(p.tax_category), "tax_rate_bp": p.tax_rate_bp, "tax": p.tax, "total": p.total,
+        })
+    return {
+        "object": "priced_cart", "livemode": livemode, "cart_id": view.cart_id, "cart_version": view.version,
+        "currency": priced.currency, "subtotal": priced.subtotal, "tax": priced.tax, "total": priced.total,
+        "lines": lines,
+    }
+
+
+def product(view: ProductView, livemode: bool) -> dict[str, Any]:
+    return {
+        "id": view.sku, "object": "product", "livemode": livemode, "sku": view.sku, "name": view.name,
+        "base_uom": view.base_uom, "units": dict(view.units), "tax_category": str(view.tax_category),
+        "unit_price": view.unit_price, "currency": view.currency, "price_source": view.price_source,
+    }
+
+
+def order_line(line: OrderLine) -> dict[str, Any]:
+    return {
+        "id": line.line_id, "object": "order_line", "sku": line.sku, "order_uom": line.order_uom,
+        "order_quantity": line.order_quantity, "factor": line.factor, "base_uom": line.base_uom,
+        "quantity": line.base_quantity, "unit_price": line.unit_price, "price_source": line.price_source,
+        "subtotal": line.subtotal, "tax_category": str(line.tax_category), "tax_rate_bp": line.tax_rate_bp,
+        "tax": line.tax, "total": line.total,
+    }
+
+
+def order(view: OrderView, livemode: bool) -> dict[str, Any]:
+    return {
+        "id": view.order_id, "object": "order", "livemode": livemode, "cart_id": view.cart_id,
+        "customer_id": view.customer_id, "bill_to_id": view.bill_to_id, "channel": view.channel,
+        "status": view.status, "terms": view.terms, "currency": view.currency, "subtotal": view.subtotal,
+        "tax": view.tax, "total": view.total, "notes": view.notes, "po_number": view.po_number,
+        "lines": [order_line(x) for x in view.lines], "created_at": timestamp(view.created_at),
+    }
+
+
+def listing(url: str, data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "url": url, "data": data, "has_more": has_more}

@@ -1,0 +1,123 @@
+"""What every route shares: request bodies and their validation in the catalogue's words, and asking a service."""
+
+import json
+import logging
+import re
+from typing import Annotated, Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from libs.contracts.base import Failure, Message
+from libs.contracts.cart import MAX_BASE_QUANTITY
+from libs.contracts.topics import TopicSpec
+from libs.runtime.logs import request_id_var
+
+from ..errors import INVALID_REQUEST, ApiError, from_failure, internal_error, invalid
+from ..state import CALLER, CORRELATOR
+
+log = logging.getLogger("harmon.gateway.routes")
+
+QUANTITY_FIELDS = {"quantity", "order_quantity"}
+Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_BASE_QUANTITY)]
+Version = Annotated[int, Field(strict=True, ge=1)]
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are refused, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class NoBody(Body):
+    """Routes that take no parameters still accept `{}` or an empty body."""
+
+
+def refuse(code: str, message: str, param: str) -> PydanticCustomError:
+    """A cross-field rule broken inside a model validator, carried out with its catalogue code and param."""
+    return PydanticCustomError("harmon", message, {"code": code, "param": param})
+
+
+def validation_error(e: ValidationError) -> ApiError:
+    """The first problem pydantic found, in the catalogue's words (always with `param`)."""
+    err = e.errors(include_url=False, include_input=False)[0]
+    param = ".".join(str(p) for p in err["loc"]) or None
+    if err["type"] == "harmon":
+        ctx = err.get("ctx") or {}
+        return invalid(ctx["code"], err["msg"], ctx["param"])
+    if err["type"] == "extra_forbidden":
+        return invalid("parameter_unknown", f"unknown parameter: {param}", param)
+    if err["type"] == "missing":
+        return invalid("parameter_missing", f"missing required parameter: {param}", param)
+    if err["loc"] and err["loc"][0] in QUANTITY_FIELDS:
+        return invalid("quantity_invalid", f"{param} must be a whole number from 1 to {MAX_BASE_QUANTITY:,}", param)
+    return invalid("parameter_invalid", f"{param}: {err['msg']}", param)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> tuple[BaseModel, dict]:
+    """Parse and validate a request body; returns the model and the parsed JSON (for the idempotency hash)."""
+    if not raw.strip():
+        data: Any = {}
+    else:
+        if content_type != "application/json":
+            raise ApiError(415, INVALID_REQUEST, "unsupported_media_type",
+                           "send the body as JSON with 'Content-Type: application/json'")
+        try:
+            data = json.loads(raw, parse_constant=_no_constants)
+        except (ValueError, UnicodeDecodeError):
+            raise invalid("json_invalid", "the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise invalid("json_invalid", "the body must be a JSON object")
+    try:
+        return model.model_validate(data), data
+    except ValidationError as e:
+        raise validation_error(e) from None
+
+
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?([1-9][0-9]{0,8})"?\s*$')
+
+
+def expected_version(if_match: str | None, body_version: int | None) -> int | None:
+    """The cart version a write expects, from `If-Match` or the body's `version`; both must agree."""
+    if if_match is None:
+        return body_version
+    m = _IF_MATCH.match(if_match)
+    if m is None:
+        raise invalid("parameter_invalid", 'If-Match must be a cart version, e.g. "3"', "If-Match")
+    version = int(m.group(1))
+    if body_version is not None and body_version != version:
+        raise invalid("parameter_invalid", "If-Match and version disagree", "version")
+    return version
+
+
+def path_id(request: web.Request, name: str, prefix: str) -> str:
+    """An id from the path; one that cannot be ours is simply not found."""
+    value = request.match_info[name]
+    if not re.fullmatch(rf"{prefix}_[0-9A-Za-z]{{1,64}}", value):
+        raise ApiError(404, INVALID_REQUEST, "resource_missing", f"no such {name.removesuffix('_id')}: {value[:80]}",
+                       name)
+    return value
+
+
+R = TypeVar("R", bound=Message)
+
+
+async def ask(request: web.Request, topic: TopicSpec, key: str | None, payload: Message, expect: type[R] | tuple,
+              *, timeout_s: float | None = None) -> R:
+    """Send a command for this request's tenant and mode; a Failure becomes its catalogue error."""
+    caller = request[CALLER]
+    reply = await request.app[CORRELATOR].request(
+        topic.name, key, payload, tenant_id=caller.tenant_id, livemode=caller.livemode,
+        request_id=request_id_var.get(), timeout_s=timeout_s,
+    )
+    if isinstance(reply, Failure):
+        raise from_failure(reply)
+    if not isinstance(reply, expect):
+        log.error("%s answered with %s", payload.type, reply.type)
+        raise internal_error()
+    return reply  # type: ignore[return-value]

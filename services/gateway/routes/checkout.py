@@ -1,0 +1,53 @@
+"""POST /v1/checkout: place the order for a cart, or answer the over_credit_limit state (402)."""
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from libs.contracts import topics
+from libs.contracts.orders import OrderView, OverCreditLimit, PlaceOrder
+
+from .. import objects
+from ..errors import ApiError
+from ..idempotency import KEY_HEADER
+from ..state import BODY, CALLER, SETTINGS, SHOPPER, endpoint
+from . import Body, ask
+
+
+class CheckoutBody(Body):
+    cart_id: str = Field(pattern=r"^cart_[0-9A-Za-z]{1,64}$")
+    notes: str | None = Field(None, max_length=2000)
+    po_number: str | None = Field(None, max_length=100)
+    # orders made here are always ECOMMERCE; a client's channel is accepted and ignored, never used
+    channel: Any = Field(None, exclude=True)
+
+
+def over_credit_limit(reply: OverCreditLimit) -> ApiError:
+    return ApiError(
+        402, "over_credit_limit", "over_credit_limit",
+        f"this order ({reply.order_total} {reply.currency} minor units) exceeds the available credit "
+        f"({reply.available}) by {reply.shortfall}; change the cart and check out again with a new Idempotency-Key",
+        siblings={
+            "credit": {"limit": reply.limit, "exposure": reply.exposure, "available": reply.available,
+                       "order_total": reply.order_total, "shortfall": reply.shortfall, "currency": reply.currency},
+            "cart_id": reply.cart_id,
+        },
+    )
+
+
+@endpoint(body=CheckoutBody)
+async def checkout(request: web.Request) -> web.Response:
+    body: CheckoutBody = request[BODY]
+    key = request.headers.get(KEY_HEADER)
+    cmd = PlaceOrder(cart_id=body.cart_id, customer_id=request[SHOPPER].customer_id,
+                     idempotency_key=key.strip() if key else None, notes=body.notes, po_number=body.po_number)
+    reply = await ask(request, topics.ORDERS_COMMANDS, body.cart_id, cmd, (OrderView, OverCreditLimit),
+                      timeout_s=request.app[SETTINGS].checkout_timeout_s)
+    if isinstance(reply, OverCreditLimit):
+        raise over_credit_limit(reply)
+    return web.json_response(objects.order(reply, request[CALLER].livemode), status=201)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/checkout", checkout)

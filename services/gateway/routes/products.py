@@ -1,0 +1,51 @@
+"""GET /v1/products[/{sku}]: the catalog; with a shopper token, that customer's contract prices."""
+
+from aiohttp import web
+from pydantic import Field, ValidationError
+
+from libs.contracts import topics
+from libs.contracts.pricing import GetProduct, ListProducts, ProductList, ProductView
+
+from .. import objects
+from ..errors import INVALID_REQUEST, ApiError
+from ..state import ANY_KEY, CALLER, SHOPPER, endpoint
+from . import Body, ask, validation_error
+
+
+class ListQuery(Body):
+    limit: int = Field(20, ge=1, le=100)
+    starting_after: str | None = Field(None, min_length=1, max_length=64)
+
+
+def _customer(request: web.Request) -> str | None:
+    shopper = request.get(SHOPPER)
+    return shopper.customer_id if shopper else None
+
+
+@endpoint(keys=ANY_KEY, shopper="optional")
+async def list_products(request: web.Request) -> web.Response:
+    try:
+        query = ListQuery.model_validate(dict(request.query))
+    except ValidationError as e:
+        raise validation_error(e) from None
+    caller = request[CALLER]
+    reply = await ask(request, topics.PRICING_COMMANDS, caller.tenant_id,
+                      ListProducts(customer_id=_customer(request), limit=query.limit,
+                                   starting_after=query.starting_after), ProductList)
+    data = [objects.product(p, caller.livemode) for p in reply.products]
+    return web.json_response(objects.listing("/v1/products", data, reply.has_more))
+
+
+@endpoint(keys=ANY_KEY, shopper="optional")
+async def get_product(request: web.Request) -> web.Response:
+    sku = request.match_info["sku"]
+    if not 1 <= len(sku) <= 64:
+        raise ApiError(404, INVALID_REQUEST, "resource_missing", "no such product", "sku")
+    reply = await ask(request, topics.PRICING_COMMANDS, sku, GetProduct(sku=sku, customer_id=_customer(request)),
+                      ProductView)
+    return web.json_response(objects.product(reply, request[CALLER].livemode))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/products", list_products)
+    app.router.add_get("/v1/products/{sku}", get_product)

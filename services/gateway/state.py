@@ -1,0 +1,66 @@
+"""Typed keys of what the app holds (web.AppKey) and what one request carries (web.RequestKey); route requirements."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+if TYPE_CHECKING:
+    from libs.runtime.messaging import ServiceContext
+    from libs.runtime.metrics import Metrics
+
+    from .auth import Caller, Shopper, ShopperTokens
+    from .config import Settings
+    from .correlator import Correlator
+    from .idempotency import IdempotencyStore
+
+SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
+TOKENS: web.AppKey["ShopperTokens"] = web.AppKey("tokens")
+METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
+SERVICE: web.AppKey["ServiceContext"] = web.AppKey("service")
+CORRELATOR: web.AppKey["Correlator"] = web.AppKey("correlator")
+IDEMPOTENCY: web.AppKey["IdempotencyStore"] = web.AppKey("idempotency")
+DRAINING = web.AppKey("draining", dict)  # {"draining": True} once shutdown starts, so /readyz fails first
+
+CALLER: web.RequestKey["Caller"] = web.RequestKey("caller")
+SHOPPER: web.RequestKey["Shopper"] = web.RequestKey("shopper")
+BODY = web.RequestKey("body", BaseModel)  # the route's validated body
+JSON_BODY = web.RequestKey("json_body", dict)  # the parsed JSON, hashed by idempotency
+EXPECTED_VERSION = web.RequestKey("expected_version", int)  # from `If-Match` or the body's `version`
+MINTED_ID = web.RequestKey("minted_id", str)  # the id this request creates, one per Idempotency-Key
+
+KIND_SECRET = "secret"
+KIND_PUBLISHABLE = "publishable"
+SECRET_ONLY = frozenset({KIND_SECRET})
+ANY_KEY = frozenset({KIND_SECRET, KIND_PUBLISHABLE})
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What a route requires; the middlewares read it in the order of checks (key, kind, token, body, idempotency)."""
+
+    keys: frozenset[str]
+    shopper: Literal["required", "optional", "none"]
+    body: type[BaseModel] | None = None
+    versioned: bool = False  # takes `If-Match` / `version` as the cart version it expects
+    mints: str | None = None  # id prefix of what the route creates; one id per Idempotency-Key
+    replay: bool = True  # False: re-running is harmless and the answer holds a secret, so it is never stored
+
+
+def endpoint(*, keys: frozenset[str] = SECRET_ONLY, shopper: Literal["required", "optional", "none"] = "required",
+             body: type[BaseModel] | None = None, versioned: bool = False, mints: str | None = None,
+             replay: bool = True) -> Callable:
+    """Declare a route's requirements on its handler."""
+    def mark(handler: Callable) -> Callable:
+        handler.endpoint = Endpoint(keys, shopper, body, versioned, mints, replay)  # type: ignore[attr-defined]
+        return handler
+    return mark
+
+
+def endpoint_of(request: web.Request) -> Endpoint | None:
+    return getattr(request.match_info.handler, "endpoint", None)
