@@ -23,15 +23,16 @@ def readiness_checks(ctx: ServiceContext, head: str | None) -> Callable[[], Awai
             result["migrations"] = "current" if current == head else f"at {current}, head is {head}"
         except Exception as e:  # readiness reports, it does not raise
             result["database"] = f"unreachable: {type(e).__name__}"
-        assigned = 0
-        for sub in ctx.subscribers:
-            consumer = getattr(sub, "consumer", None)
-            assigned += len(consumer.assignment()) if consumer is not None else 0
-        result["partitions_assigned"] = assigned
+        # every subscription must hold partitions: they join one after another
+        per_subscriber = [
+            len(consumer.assignment()) if (consumer := getattr(sub, "consumer", None)) is not None else 0
+            for sub in ctx.subscribers
+        ]
+        result["partitions_assigned"] = sum(per_subscriber)
         result["ready"] = (
             result.get("database") == "ok"
             and result.get("migrations") == "current"
-            and assigned > 0
+            and bool(per_subscriber) and all(per_subscriber)
             and not ctx.extras.get("draining", False)
         )
         return result

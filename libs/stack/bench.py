@@ -1,0 +1,154 @@
+"""`harmon bench`: N concurrent shoppers against a running stack, each looping cart → 2 lines → price → checkout.
+
+Bench shoppers are customers it publishes itself on erp.* (as the ERP would) with a limit large
+enough never to refuse, so every checkout is a real order. Reports orders/s, errors, and
+p50/p90/p99 per step at each concurrency level.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from libs.contracts.erp import CreditLimitUpsert, CustomerUpsert, PriceUpsert, ProductUpsert
+from libs.contracts.ids import CUSTOMER, new_id
+
+from .demo import ErpPublisher, NotYet, _poll
+
+STEPS = ("cart", "line_1", "line_2", "price", "checkout")
+BENCH_SKUS = (("BENCH-RICE", {"CASE": 12}, 1_250), ("BENCH-OIL", {}, 899))
+UNLIMITED = 10**15
+
+
+@dataclass
+class Level:
+    shoppers: int
+    seconds: float
+    orders: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def percentile(self, step: str, q: float) -> float:
+        xs = sorted(self.latencies[step])
+        if not xs:
+            return float("nan")
+        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "shoppers": self.shoppers, "seconds": round(self.seconds, 2), "orders": self.orders,
+            "orders_per_s": round(self.orders / self.seconds, 1) if self.seconds else 0.0,
+            "errors": dict(self.errors),
+            "ms": {s: {"p50": round(self.percentile(s, 0.5), 1), "p90": round(self.percentile(s, 0.9), 1),
+                       "p99": round(self.percentile(s, 0.99), 1), "n": len(self.latencies[s])} for s in STEPS},
+        }
+
+
+async def prepare(http: aiohttp.ClientSession, creds: dict[str, Any], bootstrap: str, shoppers: int) -> list[str]:
+    """Publish bench customers and products for the demo tenant; return one shopper token each (minted once)."""
+    tenant = creds["tenant_id"]
+    auth = {"Authorization": f"Bearer {creds['secret_key']}"}
+    customers = [new_id(CUSTOMER) for _ in range(shoppers)]
+    async with ErpPublisher(bootstrap) as erp:
+        for sku, units, price in BENCH_SKUS:
+            await erp.publish(None, ProductUpsert(sku=sku, name=sku.title(), base_uom="EA", units=units), tenant)
+            await erp.publish(None, PriceUpsert(price_id=f"{sku}-list", sku=sku, unit_amount=price), tenant)
+        for i, cid in enumerate(customers):
+            await erp.publish(None, CustomerUpsert(customer_id=cid, name=f"Bench shopper {i}", terms="net_30"), tenant)
+            await erp.publish(None, CreditLimitUpsert(customer_id=cid, limit=UNLIMITED), tenant)
+
+    async def token(cid: str) -> str:
+        async with http.post("/v1/shopper_tokens", json={"customer_id": cid}, headers=auth) as r:
+            if r.status != 201:
+                raise NotYet(f"{r.status}")
+            return (await r.json())["token"]
+
+    tokens = [await _poll(f"bench shopper {cid}", lambda c=cid: token(c)) for cid in customers]
+    # the last shopper's first checkout proves cart, pricing and credit have the records too
+    await _poll("bench data visible to every service", lambda: _one_checkout(http, auth, tokens[-1], None))
+    return tokens
+
+
+async def _one_checkout(http: aiohttp.ClientSession, auth: dict, token: str, level: Level | None) -> None:
+    h = {**auth, "X-Storefront-Shopper-Token": token}
+
+    async def step(name: str, method: str, path: str, body: dict, ok: int, extra: dict | None = None) -> dict:
+        t0 = time.perf_counter()
+        async with http.request(method, path, json=body, headers={**h, **(extra or {})}) as r:
+            payload = await r.json(content_type=None)
+            if r.status != ok:
+                if level is None:
+                    raise NotYet(f"{name}: {r.status} {payload}")
+                level.errors[f"{name} {r.status} {payload.get('error', {}).get('code')}"] += 1
+                raise _StepFailed
+        if level is not None:
+            level.latencies[name].append(time.perf_counter() - t0)
+        return payload
+
+    cart = await step("cart", "POST", "/v1/carts", {}, 201)
+    path = f"/v1/carts/{cart['id']}"
+    await step("line_1", "POST", f"{path}/lines", {"sku": "BENCH-RICE", "order_uom": "CASE", "order_quantity": 1}, 200)
+    await step("line_2", "POST", f"{path}/lines", {"sku": "BENCH-OIL", "quantity": 2}, 200)
+    await step("price", "POST", f"{path}/price", {}, 200)
+    await step("checkout", "POST", "/v1/checkout", {"cart_id": cart["id"]}, 201, {"Idempotency-Key": new_id("bench")})
+    if level is not None:
+        level.orders += 1
+
+
+class _StepFailed(Exception):
+    pass
+
+
+async def run_level(http: aiohttp.ClientSession, auth: dict, tokens: list[str], shoppers: int, duration: float) -> Level:
+    level = Level(shoppers=shoppers, seconds=duration)
+    stop_at = time.monotonic() + duration
+
+    async def shopper(token: str) -> None:
+        while time.monotonic() < stop_at:
+            try:
+                await _one_checkout(http, auth, token, level)
+            except _StepFailed:
+                pass
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                level.errors[type(e).__name__] += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(shopper(t) for t in tokens[:shoppers]))
+    level.seconds = time.monotonic() - started
+    return level
+
+
+def format_level(s: dict[str, Any]) -> str:
+    rows = [f"{s['shoppers']:>3} shoppers: {s['orders']} orders in {s['seconds']} s = {s['orders_per_s']} orders/s, "
+            f"errors {sum(s['errors'].values())} {s['errors'] or ''}"]
+    for step in STEPS:
+        m = s["ms"][step]
+        rows.append(f"      {step:<9} p50 {m['p50']:>7.1f} ms   p90 {m['p90']:>7.1f} ms   p99 {m['p99']:>7.1f} ms   (n={m['n']})")
+    return "\n".join(rows)
+
+
+async def run_bench(data_dir: Path, levels: list[int], duration: float, output: Path | None) -> list[dict[str, Any]]:
+    creds = json.loads((data_dir / "credentials.json").read_text())
+    bootstrap = creds["kafka_bootstrap"]
+    auth = {"Authorization": f"Bearer {creds['secret_key']}"}
+    connector = aiohttp.TCPConnector(limit=max(levels) * 2)
+    timeout = aiohttp.ClientTimeout(total=60)
+    results = []
+    async with aiohttp.ClientSession(creds["base_url"], connector=connector, timeout=timeout) as http:
+        tokens = await prepare(http, creds, bootstrap, max(levels))
+        await run_level(http, auth, tokens, min(max(levels), 8), 2.0)  # warm-up: connection pools on every hop
+        for n in levels:
+            summary = (await run_level(http, auth, tokens, n, duration)).summary()
+            print(format_level(summary), flush=True)
+            results.append(summary)
+    if output:
+        output.write_text(json.dumps({"duration_s": duration, "levels": results}, indent=2) + "\n")
+    return results
+
+

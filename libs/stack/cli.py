@@ -1,0 +1,226 @@
+"""`harmon`: the operator's command line.
+
+    harmon dev [--data-dir DIR] [--port N]   the whole stack on this machine, with demo data
+    harmon migrate [SERVICE ...]             external mode: create topics, migrate each service's database
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from libs.contracts.topics import all_topic_names
+
+from .supervisor import DEFAULT_PARTITIONS, SERVICES, Stack, migrate
+
+log = logging.getLogger("harmon.cli")
+
+EXIT_INTERRUPTED = 130
+
+
+def mask(key: str) -> str:
+    """`hk_test_sec_…wxyz`: enough to tell keys apart, too little to use one."""
+    prefix = "_".join(key.split("_")[:3]) + "_"
+    return f"{prefix}...{key[-4:]}" if len(key) > len(prefix) + 8 else "****"
+
+
+def _money(minor: int, currency: str) -> str:
+    return f"{currency} {minor / 100:,.2f}" if minor >= 0 else f"-{currency} {-minor / 100:,.2f}"
+
+
+def dev_summary(stack: Stack, credentials: dict[str, Any], *, full_keys: bool) -> str:
+    """What `harmon dev` prints once everything is ready."""
+    path = stack.data_dir / "credentials.json"
+    show = (lambda k: k) if full_keys else mask
+    currency = credentials["currency"]
+    customers = credentials["customers"]
+    first = customers[0]
+    read_key = (f"python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"secret_key\"])' "
+                f"{shlex.quote(str(path))}")
+    lines = [
+        "",
+        f"Harmon Storefront is running: {len(stack.services)} services ready in {stack.timings.get('start', 0):.1f} s",
+        f"  API              {stack.base_url}",
+        f"  tenant           {credentials['tenant_id']} (test mode, {currency})",
+        f"  secret key       {show(credentials['secret_key'])}",
+        f"  publishable key  {show(credentials['publishable_key'])}",
+        f"  credentials      {path} (full keys, mode 0600)",
+        f"  logs             {stack.logs_dir}/",
+        "  customers",
+        *(f"    {c['id']}  {c['name']:<36} {c['terms']:<7} available {_money(c['available_credit'], currency)}"
+          for c in customers),
+        "",
+        f"Mint a shopper token for {first['name']}:",
+        f"  curl -sS -X POST {stack.base_url}/v1/shopper_tokens \\",
+        f"    -H \"Authorization: Bearer $({read_key})\" \\",
+        "    -H 'Content-Type: application/json' \\",
+        f"    -d '{{\"customer_id\": \"{first['id']}\"}}'",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
+
+
+async def run_dev(args: argparse.Namespace) -> int:
+    from .demo import load_demo  # imports the gateway's admin module: only `dev` needs it
+
+    stack = Stack(Path(args.data_dir), gateway_port=args.port, partitions=args.partitions, fsync=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("%s again: still stopping, please wait", sig.name)
+        else:
+            log.info("%s: stopping", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    async def start() -> dict[str, Any]:
+        await stack.start()
+        return await load_demo(stack)
+
+    try:
+        starting = asyncio.create_task(start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return EXIT_INTERRUPTED
+        stopping.cancel()
+        try:
+            credentials = starting.result()
+        except Exception as exc:
+            log.error("harmon dev could not start: %s", exc)
+            log.debug("start-up failure", exc_info=True)
+            return 1
+        print(dev_summary(stack, credentials, full_keys=sys.stdout.isatty()), flush=True)
+        await watch(stack, stop)
+        return 0
+    finally:
+        if stack.running:
+            await stack.stop()
+            log.info("stopped in %.1f s", stack.timings.get("stop", 0))
+
+
+async def watch(stack: Stack, stop: asyncio.Event) -> None:
+    """Until `stop`: say so when a service dies. No restart: a crash in development should be seen."""
+    reported: set[str] = set()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            pass
+        for service, code in stack.exited().items():
+            if service not in reported:
+                reported.add(service)
+                log.error("%s exited with code %s; the rest keeps running. %s:\n%s",
+                          service, code, stack.log_path(service), stack.log_tail(service, 20))
+
+
+def _env_partitions() -> int | str:
+    raw = os.environ.get("HARMON_PARTITIONS", str(DEFAULT_PARTITIONS))
+    try:
+        value = int(raw)
+    except ValueError:
+        return f"HARMON_PARTITIONS must be a whole number, not {raw!r}"
+    return value if value >= 1 else "HARMON_PARTITIONS must be at least 1"
+
+
+async def run_migrate(args: argparse.Namespace) -> int:
+    from libs.runtime.kafka import ensure_topics
+
+    services = args.services or list(SERVICES)
+    unknown = [s for s in services if s not in SERVICES]
+    if unknown:
+        print(f"harmon migrate: unknown services {', '.join(unknown)}; known: {', '.join(SERVICES)}", file=sys.stderr)
+        return 2
+    wanted = ["HARMON_KAFKA_BOOTSTRAP", *(f"HARMON_{s.upper()}_DATABASE_URL" for s in services)]
+    missing = [name for name in wanted if not os.environ.get(name)]
+    partitions = _env_partitions()
+    if missing or isinstance(partitions, str):
+        problems = ([f"missing environment variables: {', '.join(missing)}"] if missing else []) + \
+                   ([partitions] if isinstance(partitions, str) else [])
+        print("harmon migrate: " + "; ".join(problems) + "\n(external mode: HARMON_KAFKA_BOOTSTRAP is the "
+              "broker, HARMON_<SERVICE>_DATABASE_URL each service's own database)", file=sys.stderr)
+        return 2
+    bootstrap = os.environ["HARMON_KAFKA_BOOTSTRAP"]
+    try:
+        await ensure_topics(bootstrap, all_topic_names(), partitions)
+        log.info("%d topics present with %d partitions on %s", len(all_topic_names()), partitions, bootstrap)
+        await migrate({s: os.environ[f"HARMON_{s.upper()}_DATABASE_URL"] for s in services})
+    except Exception as exc:
+        print(f"harmon migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"harmon migrate: topics ready ({partitions} partitions), databases migrated: {', '.join(services)}")
+    return 0
+
+
+async def run_bench_command(args: argparse.Namespace) -> int:
+    from .bench import run_bench  # noqa: PLC0415 (only this command needs it)
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "credentials.json").exists():
+        print(f"harmon bench: no {data_dir / 'credentials.json'}; start the stack first: harmon dev --data-dir {data_dir}",
+              file=sys.stderr)
+        return 2
+    levels = [int(x) for x in args.shoppers.split(",")]
+    await run_bench(data_dir, levels, args.seconds, Path(args.json) if args.json else None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harmon", description="Harmon Storefront operator commands")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="run broker, PostgreSQL, the six services and demo data on this machine",
+                              description="Start everything on loopback, load demo data, print keys and a curl; "
+                                          "Ctrl-C stops it all.")
+    dev.add_argument("--data-dir", default=".harmon", metavar="DIR",
+                     help="where databases, logs, secrets and credentials.json live (default: .harmon)")
+    dev.add_argument("--port", type=int, default=8080, metavar="N", help="the gateway's HTTP port (default: 8080)")
+    dev.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS, metavar="N",
+                     help=f"partitions per topic (default: {DEFAULT_PARTITIONS})")
+    dev.set_defaults(run=run_dev)
+
+    mig = commands.add_parser("migrate", help="external mode: create topics and migrate every service's database",
+                              description="Reads HARMON_KAFKA_BOOTSTRAP, HARMON_PARTITIONS (default 8) and "
+                                          "HARMON_<SERVICE>_DATABASE_URL of each service.")
+    mig.add_argument("services", nargs="*", metavar="SERVICE", help=f"only these ({', '.join(SERVICES)}; default all)")
+    mig.set_defaults(run=run_migrate)
+
+    bench = commands.add_parser("bench", help="checkout benchmark against a running `harmon dev`",
+                                description="N concurrent shoppers each loop cart -> 2 lines -> price -> checkout; "
+                                            "reports orders/s, errors and p50/p90/p99 per step.")
+    bench.add_argument("--data-dir", default=".harmon", metavar="DIR", help="the running stack's data dir")
+    bench.add_argument("--shoppers", default="1,8,32", metavar="N,N,...", help="concurrency levels (default: 1,8,32)")
+    bench.add_argument("--seconds", type=float, default=20.0, metavar="S", help="duration of each level (default: 20)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.set_defaults(run=run_bench_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:
+        for noisy in ("alembic", "aiokafka"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    command: Callable[[argparse.Namespace], Any] = args.run
+    sys.exit(asyncio.run(command(args)))
+
+
+if __name__ == "__main__":
+    main()

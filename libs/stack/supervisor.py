@@ -1,0 +1,459 @@
+"""The whole stack on one machine: broker, PostgreSQL, one database per service, topics, migrations
+and the six services as separate processes. `harmon dev` and the test suite both run it through `Stack`.
+
+Every child runs in its own session, so a Ctrl-C at the terminal reaches only the supervisor, which
+then stops things in order: services first (SIGTERM, they drain while the broker and PostgreSQL are
+still up), then PostgreSQL and the broker. Services also get SIGTERM from the kernel if the
+supervisor dies without stopping them (Linux parent-death signal).
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+from alembic import command
+
+from libs.contracts.topics import all_topic_names
+from libs.runtime.kafka import ensure_topics
+from libs.runtime.migrations import alembic_config
+
+from .embedded import EmbeddedBroker, EmbeddedPostgres, _Child, _tail, free_port
+
+log = logging.getLogger("harmon.stack")
+
+SERVICES: tuple[str, ...] = ("gateway", "cart", "pricing", "credit", "orders", "notifier")
+DEFAULT_PARTITIONS = 8
+SIGNING_SECRET_BYTES = 48  # the gateway wants at least 32 characters
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec; the "parent" is the thread that forked, so spawn
+    # services only from the event loop's thread (never from asyncio.to_thread).
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def write_private_json(path: Path, data: Any) -> None:
+    """Write `data` as JSON readable by its owner only (0600), atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.chmod(tmp, 0o600)  # O_CREAT's mode does not change an existing file's
+    os.replace(tmp, path)
+
+
+class SecretStore:
+    """`<data-dir>/secrets.json` (0600): values generated once and reused by every later start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self._data[key] = value
+        write_private_json(self.path, self._data)
+
+    def token(self, key: str, nbytes: int = 24) -> str:
+        """The random token stored under `key`, made now if there is none yet."""
+        if key not in self._data:
+            self.set(key, secrets.token_urlsafe(nbytes))
+        return self._data[key]
+
+
+class ExternalPostgres(EmbeddedPostgres):
+    """An existing server named by an admin DSN (HARMON_DATABASE_URL): roles and databases are made
+    there with the same code as the embedded server's; nothing is started or stopped."""
+
+    def __init__(self, admin_dsn: str) -> None:  # not super().__init__(): that prepares a local cluster
+        for prefix in ("postgresql+asyncpg://", "postgres://"):
+            if admin_dsn.startswith(prefix):
+                admin_dsn = "postgresql://" + admin_dsn[len(prefix):]
+        if not admin_dsn.startswith("postgresql://"):
+            raise ValueError("HARMON_DATABASE_URL must be a postgresql:// URL")
+        self._admin_dsn = admin_dsn
+        parts = urlsplit(admin_dsn)
+        self._host = parts.netloc.rsplit("@", 1)[-1]
+        self.port = parts.port or 5432
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    @property
+    def admin_dsn(self) -> str:
+        return self._admin_dsn
+
+    def _dsn(self, user: str, password: str, database: str) -> str:
+        parts = urlsplit(self._admin_dsn)
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{self._host}"
+        return urlunsplit((parts.scheme, netloc, f"/{database}", parts.query, ""))
+
+    async def start(self) -> str:
+        try:
+            await (await asyncpg.connect(self._admin_dsn, timeout=10)).close()
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+            raise RuntimeError(f"cannot connect to HARMON_DATABASE_URL (host {self._host}): {exc}") from exc
+        return self._admin_dsn
+
+    async def stop(self) -> None:
+        return None
+
+
+def migrations_dir(service: str) -> Path:
+    """`services/<service>/migrations`, located without importing the service."""
+    spec = importlib.util.find_spec(f"services.{service}")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"service package services.{service} is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "migrations"
+
+
+# alembic's `context` and the loading of env.py are process-global: one migration at a time per
+# process, even with two Stacks (two event loops' worth of callers) in it.
+_MIGRATING = threading.Lock()
+
+
+def _upgrade(migrations: Path, dsn: str) -> None:
+    with _MIGRATING:
+        command.upgrade(alembic_config(migrations, dsn), "head")
+
+
+async def migrate(dsns: Mapping[str, str]) -> None:
+    """Bring each service's database to its migrations' head, one after another."""
+    for service, dsn in dsns.items():
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(_upgrade, migrations_dir(service), dsn)
+        except Exception as exc:
+            raise RuntimeError(f"migrating the {service} database failed: {type(exc).__name__}: {exc}") from exc
+        log.info("%s database migrated in %.2f s", service, time.monotonic() - started)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _env_var(service: str, name: str) -> str:
+    return f"HARMON_{service.upper()}_{name}"
+
+
+class Stack:
+    """Broker + PostgreSQL + services, all on loopback ports, with state under `data_dir`.
+
+    `database_url` is an admin DSN of an existing PostgreSQL to use instead of the embedded one;
+    None reads HARMON_DATABASE_URL, "" always uses the embedded server. Each service gets its own
+    database and role `<db_prefix>_<service>` (another prefix keeps two stacks apart on one shared
+    server). `extra_env` adds variables per service (e.g. {"orders": {"HARMON_ORDERS_STEP_TIMEOUT_S":
+    "2"}}) on top of the stack's own. Ports are free ones picked at construction and kept for the
+    Stack's life, so a restarted service comes back where it was.
+    """
+
+    def __init__(self, data_dir: Path | str, *, gateway_port: int | None = None,
+                 partitions: int = DEFAULT_PARTITIONS, fsync: bool = True, services: Iterable[str] = SERVICES,
+                 extra_env: Mapping[str, Mapping[str, str]] | None = None, database_url: str | None = None,
+                 db_prefix: str = "harmon", ready_timeout: float = 60.0, stop_timeout: float = 15.0) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.services: tuple[str, ...] = tuple(services)
+        unknown = set(self.services) - set(SERVICES)
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
+        self.partitions, self.fsync = partitions, fsync
+        self.extra_env = {k: dict(v) for k, v in (extra_env or {}).items()}
+        self.database_url = os.environ.get("HARMON_DATABASE_URL") if database_url is None else database_url
+        self.db_prefix = db_prefix
+        self.ready_timeout, self.stop_timeout = ready_timeout, stop_timeout
+        self.gateway_port = gateway_port or free_port()
+        self.health_ports = {s: self.gateway_port if s == "gateway" else free_port() for s in self.services}
+        self.logs_dir = self.data_dir / "logs"
+        self.dsns: dict[str, str] = {}
+        self.secrets: SecretStore | None = None
+        self._broker: EmbeddedBroker | None = None
+        self._pg: EmbeddedPostgres | None = None
+        self._children: dict[str, _Child] = {}
+        self._lock_fd: int | None = None
+        self._running = False
+        self.timings: dict[str, float] = {}
+
+    # -- what callers read ------------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        if self._broker is None:
+            raise RuntimeError("the stack is not started")
+        return self._broker.bootstrap
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def admin_dsn(self) -> str:
+        if self._pg is None:
+            raise RuntimeError("the stack is not started")
+        return self._pg.admin_dsn
+
+    @property
+    def signing_secret(self) -> str:
+        assert self.secrets is not None, "the stack is not started"
+        return self.secrets.token("gateway_signing_secret", SIGNING_SECRET_BYTES)
+
+    @property
+    def running(self) -> bool:
+        """Between start() and stop(): True from the moment start() begins."""
+        return self._running
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return not self.database_url
+
+    def readyz_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.health_ports[service]}/readyz"
+
+    def log_path(self, service: str) -> Path:
+        return self.logs_dir / f"{service}.log"
+
+    def pid(self, service: str) -> int | None:
+        """The pid of a running service, or of "broker" / "postgres" (None if stopped or external)."""
+        if service == "broker":
+            return self._broker.pid if self._broker else None
+        if service == "postgres":
+            return self._pg.pid if self._pg else None
+        child = self._children.get(service)
+        return child.pid if child else None
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Every loopback port of the stack: "broker", "postgres" (embedded only), each service's health port."""
+        ports = dict(self.health_ports)
+        if self._broker is not None:
+            ports["broker"] = self._broker.port
+        if self._pg is not None and self.embedded_postgres:
+            ports["postgres"] = self._pg.port
+        return ports
+
+    def exited(self) -> dict[str, int]:
+        """Services that ended on their own (not stopped or killed through the Stack), with exit codes."""
+        return {name: code for name, child in self._children.items()
+                if child.proc is not None and (code := child.proc.poll()) is not None}
+
+    def log_tail(self, service: str, lines: int = 30) -> str:
+        """The last lines a service logged since its latest start."""
+        child = self._children.get(service)
+        return _tail(self.log_path(service), child.offset if child else 0, lines)
+
+    def pids(self) -> dict[str, int]:
+        return {name: pid for name in ("broker", "postgres", *self.services) if (pid := self.pid(name)) is not None}
+
+    # -- start and stop -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start everything and return once every service answers /readyz with 200.
+
+        On any failure (or cancellation) what was started is stopped again before the error propagates.
+        """
+        if self._running:
+            return
+        self._running = True
+        started = time.monotonic()
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        self.timings["start"] = time.monotonic() - started
+        log.info("stack ready in %.2f s: %s", self.timings["start"], ", ".join(self.services))
+
+    async def _start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(exist_ok=True)
+        self._lock_data_dir()
+        if os.geteuid() == 0 and self.embedded_postgres:
+            # As root PostgreSQL runs as `nobody`, which must be able to walk into data_dir/pg.
+            self.data_dir.chmod(stat.S_IMODE(self.data_dir.stat().st_mode) | stat.S_IXOTH)
+        if "gateway" in self.services and not _port_free(self.gateway_port):
+            raise RuntimeError(f"port {self.gateway_port} on 127.0.0.1 is in use; choose another gateway port "
+                               "(harmon dev --port N)")
+        self.secrets = SecretStore(self.data_dir / "secrets.json")
+        t = time.monotonic()
+        self._broker = EmbeddedBroker(self.data_dir / "run")
+        self._pg = (EmbeddedPostgres(self.data_dir / "pg", fsync=self.fsync) if self.embedded_postgres
+                    else ExternalPostgres(self.database_url or ""))
+        await asyncio.gather(self._broker.start(), self._pg.start())
+        self.timings["broker+postgres"] = time.monotonic() - t
+
+        t = time.monotonic()
+        for service in self.services:
+            # Names are fixed so a restart on the same data dir finds the same databases.
+            self.dsns[service] = await self._pg.ensure_database(
+                f"{self.db_prefix}_{service}", f"{self.db_prefix}_{service}",
+                self.secrets.token(f"db_password_{service}"))
+        await asyncio.gather(ensure_topics(self.bootstrap, all_topic_names(), self.partitions),
+                             migrate(self.dsns))
+        self.timings["databases+topics+migrations"] = time.monotonic() - t
+
+        t = time.monotonic()
+        for service in self.services:
+            self._spawn(service)
+        try:
+            async with asyncio.TaskGroup() as tg:  # the first failure cancels the other waits
+                for service in self.services:
+                    tg.create_task(self._wait_ready(service))
+        except ExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise RuntimeError("\n\n".join(map(str, group.exceptions))) from None
+        self.timings["services ready"] = time.monotonic() - t
+
+    def _lock_data_dir(self) -> None:
+        # Held while the stack runs; the kernel drops it if this process dies, so it is never stale.
+        fd = os.open(self.data_dir / "stack.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise RuntimeError(f"{self.data_dir} is in use by another stack (pid {owner}); stop it or use "
+                                   "another data dir") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock_data_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """The environment a service process starts with."""
+        env = {k: v for k, v in os.environ.items()
+               # each service sees its own DSN only, never another's nor the admin DSN
+               if not (k.startswith("HARMON_") and k.endswith("DATABASE_URL"))}
+        project_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update({
+            "HARMON_KAFKA_BOOTSTRAP": self.bootstrap,
+            "HARMON_BROKER_MODE": "embedded",
+            "HARMON_PARTITIONS": str(self.partitions),
+            "HARMON_INSTANCE_ID": "1",
+            _env_var(service, "DATABASE_URL"): self.dsns[service],
+        })
+        if service == "gateway":
+            env["HARMON_GATEWAY_PORT"] = str(self.gateway_port)
+            env["HARMON_GATEWAY_SIGNING_SECRET"] = self.signing_secret
+        else:
+            env[_env_var(service, "HEALTH_PORT")] = str(self.health_ports[service])
+        env.update(self.extra_env.get(service, {}))
+        return env
+
+    def _spawn(self, service: str) -> None:
+        child = self._children.setdefault(service, _Child(service, self.log_path(service)))
+        child.spawn([sys.executable, "-m", f"services.{service}"], env=self.service_env(service),
+                    cwd=self.data_dir, preexec_fn=_die_with_parent)
+        log.info("%s started, pid %s, log %s", service, child.pid, child.log_path)
+
+    async def _wait_ready(self, service: str) -> None:
+        child = self._children[service]
+        url, last = self.readyz_url(service), "no answer"
+
+        async def ready() -> bool:
+            nonlocal last
+            try:
+                async with http.get(url) as r:
+                    last = f"{r.status} {await r.text()}"
+                    return r.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                last = f"no answer ({type(exc).__name__})"
+                return False
+
+        started = time.monotonic()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            try:
+                await child.wait_ready(ready, self.ready_timeout, signal.SIGTERM)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}\nlast {url}: {last}") from None
+        log.info("%s ready in %.2f s", service, time.monotonic() - started)
+
+    async def start_service(self, service: str) -> None:
+        """Start one service that was stopped or killed, and wait until it is ready."""
+        if service not in self.services:
+            raise ValueError(f"{service} is not part of this stack ({', '.join(self.services)})")
+        if self.pid(service) is None:
+            self._spawn(service)
+        await self._wait_ready(service)
+
+    async def stop_service(self, service: str) -> None:
+        """SIGTERM one service (it drains), SIGKILL it after `stop_timeout`."""
+        child = self._children.get(service)
+        if child is not None:
+            await child.stop(signal.SIGTERM, self.stop_timeout)
+
+    async def restart_service(self, service: str) -> None:
+        await self.stop_service(service)
+        await self.start_service(service)
+
+    def kill_service(self, service: str) -> None:
+        """SIGKILL one service at once (a crash: no drain), and reap it."""
+        child = self._children.get(service)
+        proc = child.proc if child else None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session, so its own group
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+        child.proc = None
+        log.info("%s (pid %d) killed", service, proc.pid)
+
+    async def stop(self) -> None:
+        """Stop services (drain, then SIGKILL stragglers), then PostgreSQL and the broker. Idempotent."""
+        if not self._running:
+            return
+        started = time.monotonic()
+        try:
+            await asyncio.gather(*(c.stop(signal.SIGTERM, self.stop_timeout) for c in self._children.values()))
+        finally:
+            try:
+                if self._pg is not None:
+                    await self._pg.stop()
+            finally:
+                if self._broker is not None:
+                    await self._broker.stop()
+                self._running = False  # a later start() begins afresh
+                self._unlock_data_dir()
+        self.timings["stop"] = time.monotonic() - started

@@ -1,0 +1,117 @@
+"""E2E fixtures: a shop (catalog, customers, limits) published as the ERP would, and a storefront client."""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from libs.contracts import topics
+from libs.contracts.erp import CreditLimitUpsert, CustomerUpsert, PriceUpsert, ProductUpsert
+from libs.contracts.ids import CUSTOMER, new_id
+from libs.contracts.money import TaxCategory
+
+from .storefront import Storefront
+
+ERP_TOPICS = {t.name for t in (topics.ERP_CUSTOMERS, topics.ERP_PRODUCTS, topics.ERP_PRICES, topics.ERP_CREDIT_LIMITS)}
+
+
+async def erp_settled(bootstrap: str, timeout: float = 20.0) -> None:
+    """Wait until every service's consumer group has committed past the end of every erp.* topic.
+
+    Master data is eventually consistent; tests wait for the exact condition instead of sleeping.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await probe.start()
+    try:
+        groups = [g[0] for g in await admin.list_consumer_groups()]
+        erp_groups = [g for g in groups if g.split(".", 1)[-1] in ERP_TOPICS]
+        deadline = time.monotonic() + timeout
+        while True:
+            lagging = []
+            for group in erp_groups:
+                topic = group.split(".", 1)[1]
+                parts = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic) or ()]
+                if not parts:
+                    await probe.topics()
+                    parts = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic) or ()]
+                ends = await probe.end_offsets(parts)
+                committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+                for tp, end in ends.items():
+                    meta = committed.get(tp)
+                    if end > 0 and (meta is None or meta.offset < end):
+                        lagging.append((group, tp.partition, meta.offset if meta else None, end))
+            if not lagging:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"ERP records not consumed within {timeout} s: {lagging[:5]}")
+            await asyncio.sleep(0.05)
+    finally:
+        await probe.stop()
+        await admin.close()
+
+
+@dataclass
+class Shop:
+    tenant_id: str
+    secret_key: str
+    publishable_key: str
+    big: str = field(default_factory=lambda: new_id(CUSTOMER))      # net_30, plenty of room, contract price
+    small: str = field(default_factory=lambda: new_id(CUSTOMER))    # cod, limit 5,000
+    parent: str = field(default_factory=lambda: new_id(CUSTOMER))   # bill-to of the two buyers
+    buyer_a: str = field(default_factory=lambda: new_id(CUSTOMER))
+    buyer_b: str = field(default_factory=lambda: new_id(CUSTOMER))
+    tight: str = field(default_factory=lambda: new_id(CUSTOMER))    # room for exactly five single-oil carts
+    inactive: str = field(default_factory=lambda: new_id(CUSTOMER))
+
+
+# One bottle of oil: 899 + GCT 134.85 → 135 = 1,034; five of those fill a limit of 5,170.
+OIL_CART_TOTAL = 1_034
+FIVE_OIL_CARTS = 5 * OIL_CART_TOTAL
+
+
+async def publish_shop(erp, shop: Shop) -> None:
+    t = shop.tenant_id
+    customers = [
+        CustomerUpsert(customer_id=shop.big, name="Big Shop Ltd", terms="net_30"),
+        CustomerUpsert(customer_id=shop.small, name="Corner Shop", terms="cod"),
+        CustomerUpsert(customer_id=shop.parent, name="Island Group HQ", terms="net_30"),
+        CustomerUpsert(customer_id=shop.buyer_a, name="Island Group Kingston", terms="net_30", bill_to_id=shop.parent),
+        CustomerUpsert(customer_id=shop.buyer_b, name="Island Group MoBay", terms="net_30", bill_to_id=shop.parent),
+        CustomerUpsert(customer_id=shop.tight, name="Tight Ltd", terms="cod"),
+        CustomerUpsert(customer_id=shop.inactive, name="Closed Ltd", active=False),
+    ]
+    records = [
+        *customers,
+        ProductUpsert(sku="RICE-1KG", name="Rice 1 kg", base_uom="EA", units={"CASE": 12}),
+        ProductUpsert(sku="OIL-1L", name="Cooking oil 1 L", base_uom="EA"),
+        ProductUpsert(sku="FLOUR-2KG", name="Flour 2 kg", base_uom="EA", tax_category=TaxCategory.ZERO_RATED),
+        PriceUpsert(price_id="rice-list", sku="RICE-1KG", unit_amount=1_250),
+        PriceUpsert(price_id=f"rice-{shop.big}", sku="RICE-1KG", unit_amount=1_100, customer_id=shop.big),
+        PriceUpsert(price_id="oil-list", sku="OIL-1L", unit_amount=899),
+        PriceUpsert(price_id="flour-list", sku="FLOUR-2KG", unit_amount=600),
+        CreditLimitUpsert(customer_id=shop.big, limit=250_000_00),
+        CreditLimitUpsert(customer_id=shop.small, limit=5_000),
+        CreditLimitUpsert(customer_id=shop.parent, limit=FIVE_OIL_CARTS),
+        CreditLimitUpsert(customer_id=shop.tight, limit=FIVE_OIL_CARTS),
+    ]
+    for record in records:
+        await erp.publish(None, record, t)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def shop(stack, erp, new_tenant) -> Shop:
+    keys = await new_tenant()
+    s = Shop(tenant_id=keys.tenant_id, secret_key=keys.secret_key, publishable_key=keys.publishable_key)
+    await publish_shop(erp, s)
+    await erp_settled(stack.bootstrap)
+    return s
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def store(http, shop) -> Storefront:
+    return Storefront(http, "", shop.secret_key)
