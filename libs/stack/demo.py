@@ -77,10 +77,10 @@ class DemoTenant:
 MAIN = DemoTenant(
     name="Kingston Trade Supplies (demo)",
     customers=(
-        DemoCustomer("blue_mountain", "Blue Mountain Grocers", "net_30", limit=250_000, price_list_id="trade"),
+        DemoCustomer("blue_mountain", "Blue Mountain Grocers", "net_30", limit=25_000_000, price_list_id="trade"),
         # JMD 50.00 of credit: less than any one product, so checkout answers over_credit_limit
         DemoCustomer("half_way_tree", "Half Way Tree Pharmacy", "net_14", limit=5_000),
-        DemoCustomer("coastal", "Coastal Hotels Group (head office)", "net_30", limit=500_000),
+        DemoCustomer("coastal", "Coastal Hotels Group (head office)", "net_30", limit=5_000_000),
         DemoCustomer("coastal_negril", "Coastal Hotels Negril", "net_30", bill_to="coastal", price_list_id="trade"),
         DemoCustomer("coastal_ocho_rios", "Coastal Hotels Ocho Rios", "net_30", bill_to="coastal",
                      price_list_id="trade"),
@@ -100,7 +100,7 @@ MAIN = DemoTenant(
 
 OTHER = DemoTenant(
     name="Montego Bay Provisions (demo)",
-    customers=(DemoCustomer("sam_sharpe", "Sam Sharpe Square Supermarket", "net_30", limit=100_000),),
+    customers=(DemoCustomer("sam_sharpe", "Sam Sharpe Square Supermarket", "net_30", limit=10_000_000),),
     # the same sku as the main tenant's at another price: tenants never see each other's catalog
     products=(DemoProduct("RICE-2KG", "Parboiled rice 2 kg", 47_500, units={"CASE": 10}),),
 )
