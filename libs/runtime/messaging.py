@@ -42,6 +42,7 @@ class ServiceContext:
     outbox: Outbox
     metrics: Metrics
     subscribers: list = field(default_factory=list)
+    routes: dict[str, dict[str, "Handler"]] = field(default_factory=dict)  # topic → message type → handler
     extras: dict = field(default_factory=dict)
 
     def uow(self, incoming: Envelope | None = None) -> "UnitOfWork":
@@ -164,30 +165,36 @@ async def _raw_body(msg: KafkaMessage) -> bytes:
     return msg.body
 
 
-def subscribe(ctx: ServiceContext, topic: TopicSpec | str, handlers: dict[type[Message], Handler], *, grouped: bool = True) -> None:
-    """Consume `topic`: decode the envelope, dispatch by type, retry, and dead-letter what cannot be handled.
-
-    Each (service, topic) pair is its own consumer group, so instances of a service share the
-    topic's partitions and one topic's rebalance never stalls another's. `grouped=False` reads
-    without a group from the latest offset (a gateway instance's own reply topic).
-    """
+def subscribe(ctx: ServiceContext, topic: TopicSpec | str, handlers: dict[type[Message], Handler]) -> None:
+    """Route `topic`'s messages to handlers by type; `open_subscriptions` then reads every routed topic."""
     name = topic.name if isinstance(topic, TopicSpec) else topic
-    group_id = f"{ctx.name}.{name}" if grouped else None
-    dlt = f"{name}.dlt"
-    by_type = {cls.model_fields["type"].default: h for cls, h in handlers.items()}
+    ctx.routes.setdefault(name, {}).update({cls.model_fields["type"].default: h for cls, h in handlers.items()})
+
+
+def open_subscriptions(ctx: ServiceContext) -> None:
+    """One consumer per service instance, in the group named after the service, over every routed topic.
+
+    One consumer rather than one per topic: the embedded broker does not wake a waiting fetch when
+    a message arrives, so every consumer polls every `fetch_max_wait_ms`, and that polling, not the
+    messages, was most of the CPU of an idle stack. Each message is decoded, dispatched by type,
+    retried, and dead-lettered to `<its topic>.dlt` when it cannot be handled.
+    """
+    if not ctx.routes:
+        return
 
     async def dead_letter(msg: KafkaMessage, reason: str, attempts: int) -> None:
         raw = msg.raw_message
+        dlt = f"{raw.topic}.dlt"
         headers = {
             "harmon-dlt-reason": reason[:1000],
-            "harmon-dlt-source-topic": name,
+            "harmon-dlt-source-topic": raw.topic,
             "harmon-dlt-partition": str(raw.partition),
             "harmon-dlt-offset": str(raw.offset),
             "harmon-dlt-attempts": str(attempts),
             "harmon-dlt-consumer": ctx.name,
         }
-        ctx.metrics.dead_lettered.labels(topic=name).inc()
-        log.error("dead-lettered %s[%s]@%s to %s: %s", name, raw.partition, raw.offset, dlt, reason)
+        ctx.metrics.dead_lettered.labels(topic=raw.topic).inc()
+        log.error("dead-lettered %s[%s]@%s to %s: %s", raw.topic, raw.partition, raw.offset, dlt, reason)
         while True:
             try:
                 await ctx.broker.publish(msg.body, topic=dlt, key=raw.key, headers=headers)
@@ -197,12 +204,13 @@ def subscribe(ctx: ServiceContext, topic: TopicSpec | str, handlers: dict[type[M
                 await asyncio.sleep(1.0)
 
     async def consume(body: bytes, msg: KafkaMessage) -> None:
+        name = msg.raw_message.topic
         try:
             env = Envelope.from_bytes(msg.body)
         except ValidationError as e:
             await dead_letter(msg, f"invalid message: {e}", 1)
             return
-        handler = by_type.get(env.type)
+        handler = ctx.routes.get(name, {}).get(env.type)
         if handler is None:
             await dead_letter(msg, f"{env.type} is not handled on {name} by {ctx.name}", 1)
             return
@@ -235,8 +243,6 @@ def subscribe(ctx: ServiceContext, topic: TopicSpec | str, handlers: dict[type[M
         finally:
             request_id_var.reset(token)
 
-    sub = ctx.broker.subscriber(name, decoder=_raw_body, **subscriber_options(ctx.settings, group_id))
+    sub = ctx.broker.subscriber(*ctx.routes, decoder=_raw_body, **subscriber_options(ctx.settings, ctx.name))
     sub(consume)
     ctx.subscribers.append(sub)
-
-

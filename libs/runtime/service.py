@@ -13,7 +13,7 @@ from .db import RuntimeTables, make_engine, make_sessionmaker
 from .health import HealthServer
 from .kafka import ensure_all_topics, make_broker
 from .logs import setup_logging
-from .messaging import ServiceContext
+from .messaging import ServiceContext, open_subscriptions
 from .metrics import Metrics
 from .migrations import head_revision
 from .outbox import Outbox
@@ -43,6 +43,7 @@ def build_context(spec: ServiceSpec) -> ServiceContext:
         tables=spec.tables, outbox=outbox, metrics=Metrics.create(),
     )
     spec.register(ctx)
+    open_subscriptions(ctx)
     return ctx
 
 

@@ -20,7 +20,7 @@ from libs.contracts.ids import REQUEST, new_id
 from libs.runtime.db import make_engine, make_sessionmaker
 from libs.runtime.kafka import ensure_all_topics, ensure_topics, make_broker
 from libs.runtime.logs import request_id_var
-from libs.runtime.messaging import ServiceContext
+from libs.runtime.messaging import ServiceContext, open_subscriptions
 from libs.runtime.metrics import Metrics
 from libs.runtime.migrations import head_revision
 from libs.runtime.outbox import Outbox
@@ -134,6 +134,7 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
         tables=runtime, outbox=Outbox(broker, app[ENGINE], runtime), metrics=app[METRICS],
     )
     customers.register(ctx)
+    open_subscriptions(ctx)
     correlator = Correlator(ctx, settings.request_timeout_s)
     correlator.register()
     await broker.start()
