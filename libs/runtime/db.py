@@ -15,7 +15,9 @@ def async_url(dsn: str) -> str:
 
 
 def make_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(async_url(dsn), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping (a round trip per transaction): a connection that died is invalidated on first
+    # use and the handler is retried as a transient failure (see messaging.is_transient).
+    return create_async_engine(async_url(dsn), pool_size=pool_size, max_overflow=pool_size)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

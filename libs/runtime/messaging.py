@@ -11,7 +11,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from libs.contracts.base import Message, Rejection
@@ -29,6 +29,11 @@ log = logging.getLogger("harmon.messaging")
 
 # A dependency that is down: keep the message (and the partition's order) and try again, without limit.
 TRANSIENT = (OSError, ConnectionError, asyncio.TimeoutError, InterfaceError, OperationalError, KafkaError)
+
+
+def is_transient(e: BaseException) -> bool:
+    """A dependency that is down, or a pooled connection found dead (invalidated on use)."""
+    return isinstance(e, TRANSIENT) or (isinstance(e, DBAPIError) and e.connection_invalidated)
 
 
 @dataclass
@@ -226,12 +231,14 @@ def open_subscriptions(ctx: ServiceContext) -> None:
                 except Duplicate:
                     ctx.metrics.duplicates.labels(topic=name).inc()
                     return
-                except TRANSIENT as e:
-                    ctx.metrics.retries.labels(topic=name).inc()
-                    delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
-                    log.warning("%s %s: dependency unavailable (%r); retry %d in %.1fs", env.type, env.message_id, e, attempt, delay)
-                    await asyncio.sleep(delay)
                 except Exception as e:
+                    if is_transient(e):
+                        ctx.metrics.retries.labels(topic=name).inc()
+                        delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
+                        log.warning("%s %s: dependency unavailable (%r); retry %d in %.1fs",
+                                    env.type, env.message_id, e, attempt, delay)
+                        await asyncio.sleep(delay)
+                        continue
                     if attempt >= ctx.settings.max_attempts:
                         log.exception("%s %s failed %d times", env.type, env.message_id, attempt)
                         await dead_letter(msg, f"{type(e).__name__}: {e}", attempt)

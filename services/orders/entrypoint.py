@@ -10,7 +10,7 @@ from libs.contracts import pricing as p
 from libs.contracts import topics
 from libs.contracts.base import Failure
 from libs.contracts.erp import CustomerUpsert
-from libs.runtime.messaging import TRANSIENT, ServiceContext, subscribe
+from libs.runtime.messaging import ServiceContext, is_transient, subscribe
 
 from . import handlers
 
@@ -31,8 +31,9 @@ async def watch_deadlines(ctx: ServiceContext) -> None:
         try:
             await handlers.resume_checkouts(ctx)
             break
-        except TRANSIENT:
-            log.warning("could not resume checkouts yet; retrying", exc_info=True)
+        except Exception as e:
+            log.log(logging.WARNING if is_transient(e) else logging.ERROR,
+                    "could not resume unfinished checkouts; retrying", exc_info=True)
             await asyncio.sleep(1.0)
     while True:
         await asyncio.sleep(ctx.settings.sweep_interval_s)

@@ -1,6 +1,9 @@
 """Failures of a dependency: explicit, compensated, and retryable with the same key."""
 
+import asyncio
+
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from libs.contracts.ids import new_id
 
@@ -36,3 +39,46 @@ async def test_checkout_times_out_while_credit_is_down_and_the_retry_places_one_
     assert (replay.status, replay.body["id"]) == (201, retried.body["id"])
     other = await store.checkout(token, cart["id"], key=new_id("k"))
     assert (other.status, other.error["code"], other.error["order_id"]) == (409, "cart_checked_out", retried.body["id"])
+
+
+async def _next_message_on(bootstrap: str, topic: str, match: bytes):
+    """A consumer positioned at the end of `topic`, and a predicate: has a record containing `match` arrived?"""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest")
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)  # resolve "latest" now, before the message can arrive
+
+        async def arrived():
+            batch = await consumer.getmany(timeout_ms=100)
+            return any(match in rec.value for recs in batch.values() for rec in recs)
+        return consumer, arrived
+    except BaseException:
+        await consumer.stop()
+        raise
+
+
+async def test_orders_killed_mid_saga_resumes_from_its_database(store, shop, stack, until):
+    """kill -9 orders while a saga waits on credit: on restart it resumes and exactly one order results."""
+    token = await store.token(shop.big)
+    cart = await store.cart_with(token, {"sku": "OIL-1L", "quantity": 2})
+    key = new_id("k")
+    consumer, reserve_sent = await _next_message_on(stack.bootstrap, "credit.commands.v1", shop.big.encode())
+    await stack.stop_service("credit")
+    try:
+        pending = asyncio.create_task(store.checkout(token, cart["id"], key=key))
+        await until(reserve_sent, timeout=15, message="the saga reached ReserveCredit")
+    finally:
+        await consumer.stop()
+    stack.kill_service("orders")
+    await stack.start_service("credit")
+    await stack.start_service("orders")
+
+    first = await pending
+    assert first.status in (201, 504), first.body
+    final = first if first.status == 201 else await store.checkout(token, cart["id"], key=key)
+    assert final.status == 201, final.body
+    assert final.body["cart_id"] == cart["id"]
+    again = await store.checkout(token, cart["id"], key=new_id("k"))
+    assert (again.status, again.error["code"], again.error["order_id"]) == (409, "cart_checked_out", final.body["id"])
