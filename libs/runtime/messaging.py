@@ -59,10 +59,18 @@ class ServiceContext:
             log.warning("%s has no reply_to; reply %s dropped", incoming.type, payload.type)
             return
         env = derive(incoming, payload, correlation_id=incoming.correlation_id)
-        await self.broker.publish(env.to_bytes(), topic=incoming.reply_to, key=_key(incoming.correlation_id))
+        ack = await self.broker.publish(env.to_bytes(), topic=incoming.reply_to, key=_key(incoming.correlation_id),
+                                        no_confirm=True)
+        # not awaited: a reply the broker loses leaves the caller to time out (504) and retry
+        ack.add_done_callback(_log_unconfirmed_reply)
 
     async def publish(self, topic: str, key: str | None, env: Envelope) -> None:
         await self.broker.publish(env.to_bytes(), topic=topic, key=_key(key))
+
+
+def _log_unconfirmed_reply(ack: asyncio.Future) -> None:
+    if not ack.cancelled() and ack.exception() is not None:
+        log.warning("a reply was not confirmed by the broker: %r", ack.exception())
 
 
 def _key(key: str | None) -> bytes | None:
@@ -225,7 +233,8 @@ def open_subscriptions(ctx: ServiceContext) -> None:
             while True:
                 attempt += 1
                 try:
-                    await handler(env.payload, env, ctx)
+                    with ctx.metrics.handler_seconds.labels(type=env.type).time():
+                        await handler(env.payload, env, ctx)
                     ctx.metrics.handled.labels(topic=name, type=env.type).inc()
                     return
                 except Duplicate:

@@ -36,6 +36,7 @@ class Outbox:
         self._sent: list[str] = []
         self._sent_flag = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._confirming: set[asyncio.Task] = set()
         self.published = 0
         self.relayed = 0
 
@@ -43,14 +44,29 @@ class Outbox:
         return [dict(message_id=m.message_id, topic=m.topic, key=m.key, value=m.value) for m in messages]
 
     async def publish_committed(self, messages: list[OutgoingMessage]) -> None:
-        """Send rows just committed; a failure here is logged and left to the relay."""
+        """Hand rows just committed to the producer and return; acks are awaited in the background.
+
+        The handler does not wait for the broker's ack: the rows are committed, so a message the
+        broker never confirms is re-sent by the relay. The producer keeps each partition's order.
+        """
         try:
-            await asyncio.gather(*(self._send(m.topic, m.key, m.value) for m in messages))
+            acks = [await self._broker.publish(m.value, topic=m.topic, key=m.key.encode() if m.key else None,
+                                               no_confirm=True) for m in messages]
         except Exception:
             log.warning("publish after commit failed; the relay will resend %d message(s)", len(messages), exc_info=True)
             return
-        self.published += len(messages)
-        self._sent.extend(m.message_id for m in messages)
+        task = asyncio.create_task(self._confirm(acks, [m.message_id for m in messages]))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+
+    async def _confirm(self, acks: list, message_ids: list[str]) -> None:
+        try:
+            await asyncio.gather(*acks)
+        except Exception:
+            log.warning("the broker did not confirm %d message(s); the relay will resend them", len(acks), exc_info=True)
+            return
+        self.published += len(message_ids)
+        self._sent.extend(message_ids)
         self._sent_flag.set()
 
     async def _send(self, topic: str, key: str | None, value: bytes) -> None:
@@ -60,6 +76,7 @@ class Outbox:
         self._tasks = [asyncio.create_task(self._mark_sent_loop()), asyncio.create_task(self._relay_loop())]
 
     async def stop(self) -> None:
+        await asyncio.gather(*self._confirming, return_exceptions=True)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
