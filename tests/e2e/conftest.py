@@ -1,8 +1,10 @@
 """E2E fixtures: a shop (catalog, customers, limits) published as the ERP would, and a storefront client."""
 
 import asyncio
+import importlib
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -18,8 +20,21 @@ from .storefront import Storefront
 ERP_TOPICS = {t.name for t in (topics.ERP_CUSTOMERS, topics.ERP_PRODUCTS, topics.ERP_PRICES, topics.ERP_CREDIT_LIMITS)}
 
 
+def erp_readers() -> dict[str, set[str]]:
+    """Consumer group (one per service) → the erp topics it reads, from the services' own routing."""
+    registrars = {svc: importlib.import_module(f"services.{svc}.entrypoint").register
+                  for svc in ("cart", "pricing", "credit", "orders", "notifier")}
+    registrars["gateway"] = importlib.import_module("services.gateway.customers").register
+    readers = {}
+    for group, register in registrars.items():
+        ctx = SimpleNamespace(routes={})  # subscribe() only records routes
+        register(ctx)
+        readers[group] = set(ctx.routes) & ERP_TOPICS
+    return readers
+
+
 async def erp_settled(bootstrap: str, timeout: float = 20.0) -> None:
-    """Wait until every service's consumer group has committed past the end of every erp.* topic.
+    """Wait until every service's consumer group has committed past the end of every erp.* topic it reads.
 
     Master data is eventually consistent; tests wait for the exact condition instead of sleeping.
     """
@@ -28,23 +43,20 @@ async def erp_settled(bootstrap: str, timeout: float = 20.0) -> None:
     await admin.start()
     await probe.start()
     try:
-        groups = [g[0] for g in await admin.list_consumer_groups()]
-        erp_groups = [g for g in groups if g.split(".", 1)[-1] in ERP_TOPICS]
+        await probe.topics()
+        parts = {t: [TopicPartition(t, p) for p in probe.partitions_for_topic(t) or ()] for t in ERP_TOPICS}
+        readers = erp_readers()
         deadline = time.monotonic() + timeout
         while True:
+            ends = await probe.end_offsets([tp for tps in parts.values() for tp in tps])
             lagging = []
-            for group in erp_groups:
-                topic = group.split(".", 1)[1]
-                parts = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic) or ()]
-                if not parts:
-                    await probe.topics()
-                    parts = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic) or ()]
-                ends = await probe.end_offsets(parts)
-                committed = await admin.list_consumer_group_offsets(group, partitions=parts)
-                for tp, end in ends.items():
+            for group, read in readers.items():
+                wanted = [tp for t in read for tp in parts[t] if ends[tp] > 0]
+                committed = await admin.list_consumer_group_offsets(group, partitions=wanted)
+                for tp in wanted:
                     meta = committed.get(tp)
-                    if end > 0 and (meta is None or meta.offset < end):
-                        lagging.append((group, tp.partition, meta.offset if meta else None, end))
+                    if meta is None or meta.offset < ends[tp]:
+                        lagging.append((group, tp.topic, tp.partition, meta.offset if meta else None, ends[tp]))
             if not lagging:
                 return
             if time.monotonic() > deadline:
