@@ -40,6 +40,17 @@ async def _customer_cart(repo: CartRepository, cart_id: str, customer_id: str, *
     return cart
 
 
+async def _line_to_change(repo: CartRepository, cmd: c.ChangeLine | c.RemoveLine) -> tuple[Cart, CartLine]:
+    """The open cart (at the expected version) and its line that a change or removal names."""
+    cart = await _customer_cart(repo, cmd.cart_id, cmd.customer_id)
+    domain.ensure_open(cart.status, cart.order_id)
+    domain.ensure_version(cart.version, cmd.expected_version)
+    line = await repo.get_line(cart.id, cmd.line_id)
+    if line is None:
+        raise Rejection("resource_missing", f"no line {cmd.line_id} in this cart", "line_id")
+    return cart, line
+
+
 def _touch(cart: Cart) -> None:
     cart.version += 1
     cart.updated_at = _now()
@@ -102,12 +113,7 @@ async def add_line(cmd: c.AddLine, env: Envelope, ctx: ServiceContext) -> None:
 async def change_line(cmd: c.ChangeLine, env: Envelope, ctx: ServiceContext) -> None:
     async def decide(uow: UnitOfWork) -> c.CartView:
         repo = CartRepository(uow.session, env)
-        cart = await _customer_cart(repo, cmd.cart_id, cmd.customer_id)
-        domain.ensure_open(cart.status, cart.order_id)
-        domain.ensure_version(cart.version, cmd.expected_version)
-        line = await repo.get_line(cart.id, cmd.line_id)
-        if line is None:
-            raise Rejection("resource_missing", f"no line {cmd.line_id} in this cart", "line_id")
+        cart, line = await _line_to_change(repo, cmd)
         units = {line.order_uom: line.factor} if line.order_uom != line.base_uom else {}
         if cmd.quantity is not None:
             conv = domain.to_base_units(line.base_uom, units, quantity=cmd.quantity)
@@ -125,12 +131,7 @@ async def change_line(cmd: c.ChangeLine, env: Envelope, ctx: ServiceContext) -> 
 async def remove_line(cmd: c.RemoveLine, env: Envelope, ctx: ServiceContext) -> None:
     async def decide(uow: UnitOfWork) -> c.CartView:
         repo = CartRepository(uow.session, env)
-        cart = await _customer_cart(repo, cmd.cart_id, cmd.customer_id)
-        domain.ensure_open(cart.status, cart.order_id)
-        domain.ensure_version(cart.version, cmd.expected_version)
-        line = await repo.get_line(cart.id, cmd.line_id)
-        if line is None:
-            raise Rejection("resource_missing", f"no line {cmd.line_id} in this cart", "line_id")
+        cart, line = await _line_to_change(repo, cmd)
         await repo.delete_line(line)
         _touch(cart)
         await uow.session.flush()

@@ -154,6 +154,7 @@ async def _lines_priced(uow: UnitOfWork, co: Checkout, msg: p.LinesPriced, ctx: 
 async def _credit_reserved(uow: UnitOfWork, co: Checkout, msg: cr.CreditReserved, ctx: ServiceContext) -> None:
     priced = p.LinesPriced.model_validate(co.priced)
     frozen = [c.CartLine.model_validate(x) for x in co.frozen_lines or []]
+    co.bill_to_id = msg.bill_to_id  # credit's answer names the account it charged: the authority on billing
     order = Order(
         id=new_id(ORDER), tenant_id=co.tenant_id, livemode=co.livemode, cart_id=co.cart_id, checkout_id=co.id,
         customer_id=co.customer_id, bill_to_id=co.bill_to_id, terms=co.terms or "cod", currency=priced.currency,
