@@ -37,6 +37,8 @@ def runtime_tables(metadata: sa.MetaData) -> RuntimeTables:
         metadata,
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
         sa.Column("message_id", sa.Text, nullable=False, unique=True),
+        sa.Column("tenant_id", sa.Text, nullable=False),
+        sa.Column("livemode", sa.Boolean, nullable=False),
         sa.Column("topic", sa.Text, nullable=False),
         sa.Column("key", sa.Text, nullable=True),
         sa.Column("value", sa.LargeBinary, nullable=False),
@@ -48,6 +50,8 @@ def runtime_tables(metadata: sa.MetaData) -> RuntimeTables:
         "inbox",
         metadata,
         sa.Column("message_id", sa.Text, primary_key=True),
+        sa.Column("tenant_id", sa.Text, nullable=False),
+        sa.Column("livemode", sa.Boolean, nullable=False),
         sa.Column("message_type", sa.Text, nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )

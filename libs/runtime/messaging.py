@@ -118,7 +118,8 @@ class UnitOfWork:
         inbox = self.ctx.tables.inbox
         stmt = (
             pg_insert(inbox)
-            .values(message_id=self.incoming.message_id, message_type=self.incoming.type)
+            .values(message_id=self.incoming.message_id, tenant_id=self.incoming.tenant_id,
+                    livemode=self.incoming.livemode, message_type=self.incoming.type)
             .on_conflict_do_nothing()
             .returning(inbox.c.message_id)
         )
@@ -127,7 +128,7 @@ class UnitOfWork:
 
     def send(self, topic: str, key: str | None, payload: Message, **fields) -> Envelope:
         env = derive(self.incoming, payload, **fields)
-        self._pending.append(OutgoingMessage(env.message_id, topic, key, env.to_bytes()))
+        self._pending.append(OutgoingMessage(env.message_id, env.tenant_id, env.livemode, topic, key, env.to_bytes()))
         return env
 
     def reply(self, payload: Message) -> None:

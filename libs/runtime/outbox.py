@@ -20,6 +20,8 @@ log = logging.getLogger("harmon.outbox")
 @dataclass(frozen=True)
 class OutgoingMessage:
     message_id: str
+    tenant_id: str
+    livemode: bool
     topic: str
     key: str | None
     value: bytes
@@ -41,7 +43,8 @@ class Outbox:
         self.relayed = 0
 
     def rows(self, messages: list[OutgoingMessage]) -> list[dict]:
-        return [dict(message_id=m.message_id, topic=m.topic, key=m.key, value=m.value) for m in messages]
+        return [dict(message_id=m.message_id, tenant_id=m.tenant_id, livemode=m.livemode, topic=m.topic, key=m.key,
+                     value=m.value) for m in messages]
 
     async def publish_committed(self, messages: list[OutgoingMessage]) -> None:
         """Hand rows just committed to the producer and return; acks are awaited in the background.

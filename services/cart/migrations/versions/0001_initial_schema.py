@@ -34,6 +34,8 @@ def upgrade() -> None:
     op.create_index(op.f('ix_carts_tenant_id'), 'carts', ['tenant_id'], unique=False)
     op.create_table('inbox',
     sa.Column('message_id', sa.Text(), nullable=False),
+    sa.Column('tenant_id', sa.Text(), nullable=False),
+    sa.Column('livemode', sa.Boolean(), nullable=False),
     sa.Column('message_type', sa.Text(), nullable=False),
     sa.Column('processed_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.PrimaryKeyConstraint('message_id')
@@ -41,6 +43,8 @@ def upgrade() -> None:
     op.create_table('outbox',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('message_id', sa.Text(), nullable=False),
+    sa.Column('tenant_id', sa.Text(), nullable=False),
+    sa.Column('livemode', sa.Boolean(), nullable=False),
     sa.Column('topic', sa.Text(), nullable=False),
     sa.Column('key', sa.Text(), nullable=True),
     sa.Column('value', sa.LargeBinary(), nullable=False),
