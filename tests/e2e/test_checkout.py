@@ -152,3 +152,15 @@ async def test_publishable_key_cannot_touch_carts(store, shop):
     assert (r.status, r.error["code"]) == (403, "publishable_key_not_allowed")
     listed = await store.call("GET", "/v1/products", key=shop.publishable_key)
     assert listed.status == 200 and {p["sku"] for p in listed.body["data"]} >= {"RICE-1KG", "OIL-1L", "FLOUR-2KG"}
+
+
+async def test_request_id_travels_with_the_messages_it_causes(store, shop, stack, until):
+    token = await store.token(shop.big)
+    cart = await store.cart_with(token, OIL_1)
+    rid = new_id("req")
+    placed = await store.call("POST", "/v1/checkout", json={"cart_id": cart["id"]}, token=token,
+                              headers={"X-Request-Id": rid, "Idempotency-Key": new_id("k")})
+    assert placed.status == 201 and placed.headers["Request-Id"] == rid
+    # the notifier, three messages away (gateway → orders → OrderConfirmed), logs under the same id
+    line = f"request_id={rid} recorded order.confirmed for {placed.body['id']}"
+    await until(lambda: line in stack.log_path("notifier").read_text(), timeout=10, message=line)
