@@ -168,6 +168,29 @@ def _env_var(service: str, name: str) -> str:
     return f"HARMON_{service.upper()}_{name}"
 
 
+def running_stack_dsn(data_dir: Path | str, service: str, *, database_url: str | None = None,
+                      db_prefix: str = "harmon") -> str:
+    """The DSN of `service`'s database in the stack running on `data_dir` (as `harmon dev --data-dir`
+    starts it), from its secrets.json and, for the embedded server, the port in PostgreSQL's lock file.
+    `database_url` as for Stack: None reads HARMON_DATABASE_URL, "" means the embedded server."""
+    data_dir = Path(data_dir).absolute()
+    if not (data_dir / "secrets.json").exists():
+        raise RuntimeError(f"no stack in {data_dir} (no secrets.json); start one with: harmon dev --data-dir {data_dir}")
+    password = SecretStore(data_dir / "secrets.json").get(f"db_password_{service}")
+    if password is None:
+        raise RuntimeError(f"the stack in {data_dir} has no {service} database yet")
+    name = f"{db_prefix}_{service}"  # as Stack._start names them
+    database_url = os.environ.get("HARMON_DATABASE_URL") if database_url is None else database_url
+    if database_url:
+        return ExternalPostgres(database_url)._dsn(name, password, name)
+    try:  # postmaster.pid's 4th line is the port; the file exists only while the server runs
+        port = int((data_dir / "pg" / "pgdata" / "postmaster.pid").read_text().split("\n")[3])
+    except (OSError, ValueError, IndexError):
+        raise RuntimeError(f"the stack's PostgreSQL in {data_dir} is not running; start it with: "
+                           f"harmon dev --data-dir {data_dir}") from None
+    return f"postgresql://{quote(name, safe='')}:{quote(password, safe='')}@127.0.0.1:{port}/{name}"
+
+
 class Stack:
     """Broker + PostgreSQL + services, all on loopback ports, with state under `data_dir`.
 

@@ -31,7 +31,8 @@ from .config import Settings
 from .correlator import Correlator
 from .errors import INVALID_REQUEST, ApiError, error_middleware
 from .idempotency import IdempotencyStore, idempotency_middleware
-from .routes import carts, checkout, expected_version, health, orders, parse_body, products, shopper_tokens
+from .routes import (carts, checkout, docs, expected_version, health, orders, parse_body, products,
+                     shopper_tokens)
 from .state import (BODY, CALLER, CORRELATOR, DRAINING, ENGINE, EXPECTED_VERSION, IDEMPOTENCY, JSON_BODY, METRICS,
                      SERVICE, SESSIONMAKER, SETTINGS, TOKENS, endpoint_of)
 from .tables import runtime
@@ -190,4 +191,5 @@ def create_app(settings: Settings) -> web.Application:
         path = route.resource.canonical if route.resource is not None else ""
         if path.startswith("/v1/") and not hasattr(route.handler, "endpoint"):
             raise RuntimeError(f"{route.method} {path} declares no @endpoint: it would be public")
+    docs.add_routes(app)  # last: /openapi.json describes the routes above
     return app

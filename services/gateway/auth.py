@@ -81,10 +81,15 @@ async def authenticate_key(session: AsyncSession, authorization: str | None) -> 
     row = (await session.execute(sa.select(ApiKey).where(ApiKey.key_hash == hash_api_key(key)))).scalar_one_or_none()
     if row is None or (row.livemode, row.kind) != parsed:
         raise invalid
+    hint = f"{row.prefix}_…{row.last4}"
     if row.revoked_at is not None:
-        raise ApiError(401, AUTHENTICATION, "api_key_revoked", f"the API key {row.prefix}_…{row.last4} was revoked")
-    return Caller(tenant_id=row.tenant_id, livemode=row.livemode, kind=row.kind, key_id=row.id,
-                  hint=f"{row.prefix}_…{row.last4}")
+        raise ApiError(401, AUTHENTICATION, "api_key_revoked", f"the API key {hint} was revoked")
+    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+        raise ApiError(401, AUTHENTICATION, "api_key_revoked",
+                       f"the API key {hint} was rotated and its overlap ended at "
+                       f"{row.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}; "
+                       "use the key that replaced it")
+    return Caller(tenant_id=row.tenant_id, livemode=row.livemode, kind=row.kind, key_id=row.id, hint=hint)
 
 
 # --- shopper tokens -------------------------------------------------------------------------------

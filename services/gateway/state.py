@@ -50,14 +50,15 @@ class Endpoint:
     versioned: bool = False  # takes `If-Match` / `version` as the cart version it expects
     mints: str | None = None  # id prefix of what the route creates; one id per Idempotency-Key
     replay: bool = True  # False: re-running is harmless and the answer holds a secret, so it is never stored
+    query: type[BaseModel] | None = None  # the query string's model (the route validates it; the reference shows it)
 
 
 def endpoint(*, keys: frozenset[str] = SECRET_ONLY, shopper: Literal["required", "optional", "none"] = "required",
              body: type[BaseModel] | None = None, versioned: bool = False, mints: str | None = None,
-             replay: bool = True) -> Callable:
+             replay: bool = True, query: type[BaseModel] | None = None) -> Callable:
     """Declare a route's requirements on its handler."""
     def mark(handler: Callable) -> Callable:
-        handler.endpoint = Endpoint(keys, shopper, body, versioned, mints, replay)  # type: ignore[attr-defined]
+        handler.endpoint = Endpoint(keys, shopper, body, versioned, mints, replay, query)  # type: ignore[attr-defined]
         return handler
     return mark
 

@@ -35,7 +35,12 @@ class ApiKey(Base, table=True):
     key_hash: str = Field(unique=True)
     prefix: str  # hk_test_sec
     last4: str
+    # a restricted secret key: what it may do (admin.SCOPES); None = everything its kind may do
+    scopes: list[str] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    name: str | None = None  # the operator's label
     revoked_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
+    # set when the key is rotated: it keeps working until then, so clients can move to its successor
+    expires_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     created_at: datetime = Field(sa_column=_timestamp())
 
 

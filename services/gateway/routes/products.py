@@ -22,7 +22,7 @@ def _customer(request: web.Request) -> str | None:
     return shopper.customer_id if shopper else None
 
 
-@endpoint(keys=ANY_KEY, shopper="optional")
+@endpoint(keys=ANY_KEY, shopper="optional", query=ListQuery)
 async def list_products(request: web.Request) -> web.Response:
     try:
         query = ListQuery.model_validate(dict(request.query))

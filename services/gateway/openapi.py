@@ -1,0 +1,434 @@
+"""`build_openapi(app)`: the OpenAPI 3.1 document, generated from the app's routes and their `@endpoint` declarations.
+
+Paths, methods, parameters, request bodies, security and the auth/validation/idempotency errors come from the
+routes themselves (what the middlewares will check); response objects from schemas.py (tested against
+objects.py); the examples are rendered by the same builders the routes use. What the code cannot say — a
+summary, the success status and object, and the errors a service may answer — is in OPERATIONS below, and
+building fails for a /v1 route missing from it, so nothing is documented beside the routes by hand.
+"""
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from libs.contracts.cart import MAX_BASE_QUANTITY
+from libs.contracts.ids import CART, CART_LINE, ORDER
+
+from . import objects, schemas
+from .auth import SHOPPER_HEADER
+from .errors import API_ERROR, AUTHENTICATION, IDEMPOTENCY, INVALID_REQUEST, PERMISSION, ApiError, invalid
+from .idempotency import KEY_HEADER, MAX_KEY_CHARS, REPLAYED_HEADER, validate_key
+from .routes import expected_version, parse_body
+from .routes.carts import AddLineBody, ChangeLineBody
+from .routes.checkout import CheckoutBody, over_credit_limit
+from .routes.products import ListQuery
+from .routes.shopper_tokens import ShopperTokenBody
+from .state import KIND_PUBLISHABLE, Endpoint
+
+OPENAPI_PATH = "/openapi.json"
+DOCS_PATH = "/docs"
+VERSION = "1"
+JSON = "application/json"
+RID = schemas.EXAMPLE_REQUEST_ID
+
+# code → (status, type, param, example message): the catalogue, as clients see it
+ERRORS: dict[str, tuple[int, str, str | None, str]] = {
+    "json_invalid": (400, INVALID_REQUEST, None, "the body is not valid JSON"),
+    "parameter_missing": (400, INVALID_REQUEST, "quantity", "missing required parameter: quantity"),
+    "parameter_invalid": (400, INVALID_REQUEST, KEY_HEADER,
+                          f"{KEY_HEADER} must be 1 to {MAX_KEY_CHARS} printable ASCII characters"),
+    "parameter_unknown": (400, INVALID_REQUEST, "customer_id", "unknown parameter: customer_id"),
+    "sku_unknown": (400, INVALID_REQUEST, "sku", "no product with sku 'RICE-20KG'"),
+    "uom_unknown": (400, INVALID_REQUEST, "order_uom", "unit 'PALLET' is not sold for this product (units: CASE)"),
+    "quantity_invalid": (400, INVALID_REQUEST, "quantity",
+                         f"quantity must be a whole number from 1 to {MAX_BASE_QUANTITY:,}"),
+    "api_key_missing": (401, AUTHENTICATION, None, "no API key given: send 'Authorization: Bearer hk_…'"),
+    "api_key_invalid": (401, AUTHENTICATION, None, "the API key is not valid"),
+    "api_key_revoked": (401, AUTHENTICATION, None, "the API key hk_test_sec_…x9Qz was revoked"),
+    "shopper_token_missing": (401, AUTHENTICATION, None,
+                              f"this route acts for a signed-in customer: send {SHOPPER_HEADER}"),
+    "shopper_token_invalid": (401, AUTHENTICATION, None, "the shopper token is not valid: issued for another "
+                                                         "tenant or mode"),
+    "shopper_token_expired": (401, AUTHENTICATION, None, "the shopper token has expired; mint a new one"),
+    "over_credit_limit": (402, "over_credit_limit", None, "this order exceeds the available credit"),
+    "publishable_key_not_allowed": (403, PERMISSION, None, "this route needs a secret key; publishable keys may "
+                                                           "only read the catalog"),
+    "scope_missing": (403, PERMISSION, None, "this restricted key may not use this route"),
+    "resource_missing": (404, INVALID_REQUEST, "cart_id", "no cart cart_01JD2Z3W5X7Y9Z1A3B5C7D9E1F"),
+    "method_not_allowed": (405, INVALID_REQUEST, None, "PUT is not allowed here"),
+    "cart_version_conflict": (409, INVALID_REQUEST, "version", "the cart is at version 4, not 3"),
+    "cart_checked_out": (409, INVALID_REQUEST, "cart_id", "this cart was checked out"),
+    "cart_frozen": (409, INVALID_REQUEST, "cart_id", "this cart is being checked out; try again shortly"),
+    "idempotency_key_mismatch": (409, IDEMPOTENCY, KEY_HEADER, "this Idempotency-Key was used with a different "
+                                                               "request; use a new key"),
+    "idempotency_key_in_use": (409, IDEMPOTENCY, KEY_HEADER, "a request with this Idempotency-Key is in progress; "
+                                                             "retry shortly"),
+    "body_too_large": (413, INVALID_REQUEST, None, "the request body is over 65536 bytes"),
+    "unsupported_media_type": (415, INVALID_REQUEST, None,
+                               "send the body as JSON with 'Content-Type: application/json'"),
+    "internal_error": (500, API_ERROR, None, "something went wrong on our side; it has been logged"),
+    "upstream_timeout": (504, API_ERROR, None, "a service did not answer in time; retrying with the same "
+                                               "Idempotency-Key is safe"),
+}
+ROUTE_LEVEL = {"method_not_allowed"}  # answered by the router for any path, not by an operation
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the code cannot say about a route: its summary, what it answers, and what its services may refuse."""
+
+    summary: str
+    status: int
+    answers: type[BaseModel]
+    example: Callable[[], dict[str, Any]]
+    errors: tuple[str | ApiError, ...] = ()  # a service's refusals, beyond what the @endpoint declaration implies
+    asks: bool = True  # waits on a service, so it may time out (504)
+    description: str = ""
+
+
+_CART_WRITE = ("resource_missing", "cart_frozen", "cart_checked_out")
+
+
+def _cart(view=schemas.EXAMPLE_CART) -> Callable[[], dict[str, Any]]:
+    return lambda: objects.cart(view, False)
+
+
+OPERATIONS: dict[str, Operation] = {
+    "create_shopper_token": Operation(
+        "Sign a customer in", 201, schemas.ShopperToken, asks=False, errors=("resource_missing",),
+        example=lambda: {"object": "shopper_token", "livemode": False, "token": schemas.EXAMPLE_TOKEN,
+                         "customer_id": schemas.EXAMPLE_CUSTOMER, "expires_at": "2025-03-14T15:24:26Z"},
+        description="Your storefront backend mints a short-lived shopper token for a customer it has signed in; "
+                    f"send it as `{SHOPPER_HEADER}`. The customer must be active. Minting changes nothing, so "
+                    "answers are never stored for replay (a retry mints a new token)."),
+    "list_products": Operation(
+        "List the catalog", 200, schemas.ProductList,
+        lambda: objects.listing("/v1/products", [objects.product(p, False) for p in
+                                                 schemas.EXAMPLE_PRODUCTS.products], True),
+        description="Sorted by SKU. With a shopper token, `unit_price` is that customer's contract price. "
+                    "A publishable key may call this."),
+    "get_product": Operation(
+        "Read a product", 200, schemas.Product, lambda: objects.product(schemas.EXAMPLE_PRODUCT, False),
+        errors=("resource_missing",),
+        description="With a shopper token, `unit_price` is that customer's contract price. "
+                    "A publishable key may call this."),
+    "create_cart": Operation(
+        "Create a cart", 201, schemas.Cart, _cart(schemas.EXAMPLE_EMPTY_CART),
+        description="For the token's customer: a `customer_id` in the body is refused (parameter_unknown)."),
+    "get_cart": Operation("Read a cart", 200, schemas.Cart, _cart(), errors=("resource_missing",),
+                          description="Only the token's customer's carts are found."),
+    "add_line": Operation(
+        "Add a line", 200, schemas.Cart, _cart(),
+        errors=("sku_unknown", "uom_unknown", "quantity_invalid", *_CART_WRITE),
+        description="`{sku, quantity}` in base units, or `{sku, order_uom, order_quantity}` in an alternate unit, "
+                    "converted to base units with the product's factor (both are kept)."),
+    "change_line": Operation("Change a line's quantity", 200, schemas.Cart, _cart(),
+                             errors=("quantity_invalid", *_CART_WRITE),
+                             description="`{quantity}` in base units, or `{order_quantity}` in the line's own unit."),
+    "remove_line": Operation("Remove a line", 200, schemas.Cart, _cart(), errors=_CART_WRITE),
+    "price_cart": Operation(
+        "Price a cart", 200, schemas.PricedCart,
+        lambda: objects.priced_cart(schemas.EXAMPLE_CART, schemas.EXAMPLE_PRICED, False),
+        errors=("resource_missing", "sku_unknown"),
+        description="Server-side: contract prices (customer price → price list → list price, with quantity "
+                    "breaks) and GCT per line, rounded half-up; totals are sums of the rounded lines."),
+    "checkout": Operation(
+        "Check out", 201, schemas.Order, lambda: objects.order(schemas.EXAMPLE_ORDER, False),
+        errors=(invalid("parameter_invalid", "the cart has no lines to check out", "cart_id"), "sku_unknown",
+                "resource_missing", "cart_frozen", "cart_checked_out", "over_credit_limit"),
+        description="Places the order for the cart (channel `ECOMMERCE`, set by the server) against the bill-to "
+                    "account's credit, or answers the **over_credit_limit** state (402) with the shortfall: the "
+                    "cart is left intact, to be changed and checked out again with a new `Idempotency-Key`. A "
+                    "checkout that timed out (504) returns the real order when retried with the same key."),
+    "get_order": Operation("Read an order", 200, schemas.Order, lambda: objects.order(schemas.EXAMPLE_ORDER, False),
+                           errors=("resource_missing",), description="Only the token's customer's orders are found."),
+}
+
+_ID = "[0-9A-Za-z]{1,64}"
+PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {  # name → (schema, example)
+    "cart_id": ({"type": "string", "pattern": f"^{CART}_{_ID}$"}, schemas.EXAMPLE_CART.cart_id),
+    "line_id": ({"type": "string", "pattern": f"^{CART_LINE}_{_ID}$"}, schemas.EXAMPLE_CART.lines[0].line_id),
+    "order_id": ({"type": "string", "pattern": f"^{ORDER}_{_ID}$"}, schemas.EXAMPLE_ORDER.order_id),
+    "sku": ({"type": "string", "minLength": 1, "maxLength": 64}, schemas.EXAMPLE_PRODUCT.sku),
+}
+
+REQUEST_EXAMPLES: dict[type[BaseModel], dict[str, dict[str, Any]]] = {
+    ShopperTokenBody: {"customer": {"customer_id": schemas.EXAMPLE_CUSTOMER}},
+    AddLineBody: {
+        "in an alternate unit": {"sku": "RICE-2KG", "order_uom": "CASE", "order_quantity": 1},
+        "in base units": {"sku": "MILK-UHT-1L", "quantity": 6},
+        "at a known cart version": {"sku": "MILK-UHT-1L", "quantity": 6, "version": 3},
+    },
+    ChangeLineBody: {"in base units": {"quantity": 24}, "in the line's unit": {"order_quantity": 2}},
+    ListQuery: {"the next page": {"limit": 20, "starting_after": "MILK-UHT-1L"}},
+    CheckoutBody: {"with a PO number": {"cart_id": schemas.EXAMPLE_CART.cart_id, "po_number": "PO-1001",
+                                        "notes": "Deliver to the back door"}},
+}
+EMPTY_BODY_EXAMPLE = {"no parameters": {}}
+
+RESPONSE_MODELS = (schemas.ShopperToken, schemas.ProductList, schemas.Product, schemas.Cart, schemas.PricedCart,
+                   schemas.Order, schemas.ErrorResponse, schemas.OverCreditLimit)
+
+HEADERS = {
+    "RequestId": {"description": "this answer's id, also in the error object and the logs (a client's sane "
+                                 "`X-Request-Id` is echoed)", "schema": {"type": "string"}},
+    "ETag": {"description": "the cart's version, for `If-Match`", "schema": {"type": "string", "example": '"3"'}},
+    "IdempotentReplayed": {"description": f"`true` when this is the stored answer of an earlier request with the "
+                                          f"same `{KEY_HEADER}`", "schema": {"type": "string", "enum": ["true"]}},
+}
+PARAMETERS = {
+    "IdempotencyKey": {
+        "name": KEY_HEADER, "in": "header", "required": False,
+        "description": f"Up to {MAX_KEY_CHARS} printable ASCII characters, scoped to the key's tenant and mode. "
+                       "The first final answer (2xx or 4xx) is stored for at least 24 h and replayed; the same key "
+                       "with another request is 409 idempotency_key_mismatch; 5xx answers are never stored.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[\\x20-\\x7e]+$"},
+        "example": "checkout-cart_01JD2Z3W5X7Y9Z1A3B5C7D9E1F",
+    },
+    "IfMatch": {
+        "name": "If-Match", "in": "header", "required": False,
+        "description": "The cart version this write expects (the `ETag` of a cart answer, or send `version` in the "
+                       "body; both must agree). A stale one is 409 cart_version_conflict.",
+        "schema": {"type": "string"}, "example": '"3"',
+    },
+}
+SECURITY_SCHEMES = {
+    "apiKey": {
+        "type": "http", "scheme": "bearer", "bearerFormat": "hk_<test|live>_<sec|pub>_…",
+        "description": "`Authorization: Bearer hk_test_sec_…`. Secret keys (server-side only) may call every "
+                       "route; publishable keys only read the catalog. The key decides the tenant and the mode.",
+    },
+    "shopperToken": {
+        "type": "apiKey", "in": "header", "name": SHOPPER_HEADER,
+        "description": "The signed-in customer's JWT from POST /v1/shopper_tokens.",
+    },
+}
+
+
+def catalogue_error(code: str) -> ApiError:
+    if code == "over_credit_limit":
+        return over_credit_limit(schemas.EXAMPLE_OVER_CREDIT_LIMIT)
+    status, type_, param, message = ERRORS[code]
+    extra = {"order_id": schemas.EXAMPLE_ORDER.order_id} if code == "cart_checked_out" else None
+    return ApiError(status, type_, code, message, param, extra=extra)
+
+
+def _refusal(attempt: Callable[[], object]) -> ApiError:
+    try:
+        attempt()
+    except ApiError as e:
+        return e
+    raise AssertionError(f"{attempt} was not refused")
+
+
+def input_refusals(model: type[BaseModel]) -> list[ApiError]:
+    """The real answers to a malformed body, a missing, an unknown and each wrongly typed parameter of `model`."""
+    valid = next(iter(REQUEST_EXAMPLES.get(model, EMPTY_BODY_EXAMPLE).values()))
+    tries = [{}, {**valid, "colour": "red"}, *({**valid, name: []} for name in model.model_fields)]
+    found = [_refusal(lambda: parse_body(model, b'{"sku": ', JSON))]
+    for data in tries:
+        try:
+            parse_body(model, json.dumps(data).encode(), JSON)
+        except ApiError as e:
+            found.append(e)
+    return found
+
+
+def endpoint_errors(method: str, path_params: list[str], endpoint: Endpoint, op: Operation) -> list[ApiError]:
+    """An example of every refusal this operation can answer, in the order the checks run."""
+    codes = ["api_key_missing", "api_key_invalid", "api_key_revoked"]
+    if KIND_PUBLISHABLE not in endpoint.keys:
+        codes.append("publishable_key_not_allowed")
+    codes.append("scope_missing")
+    if endpoint.shopper == "required":
+        codes.append("shopper_token_missing")
+    if endpoint.shopper != "none":
+        codes += ["shopper_token_invalid", "shopper_token_expired"]
+    found = [catalogue_error(c) for c in codes]
+    if endpoint.body is not None:
+        found += [catalogue_error("body_too_large"),
+                  _refusal(lambda: parse_body(endpoint.body, b"{}", "text/plain")), *input_refusals(endpoint.body)]
+    if endpoint.query is not None:
+        found += input_refusals(endpoint.query)[1:]  # [1:]: a query string is never malformed JSON
+    if method == "POST":
+        found.append(_refusal(lambda: validate_key("clé")))
+    if endpoint.versioned:
+        found.append(_refusal(lambda: expected_version("latest", None)))
+    codes: list[str | ApiError] = []
+    if method == "POST" and endpoint.replay:
+        codes += ["idempotency_key_mismatch", "idempotency_key_in_use"]
+    if path_params:
+        codes.append("resource_missing")
+    if endpoint.versioned:
+        codes.append("cart_version_conflict")
+    codes += op.errors
+    if op.asks:
+        codes.append("upstream_timeout")
+    codes.append("internal_error")
+    found += [c if isinstance(c, ApiError) else catalogue_error(c) for c in codes]
+    unique: dict[tuple[str, str | None], ApiError] = {}
+    for e in found:
+        unique.setdefault((e.code, e.param), e)
+    return list(unique.values())
+
+
+def _responses(op: Operation, refusals: list[ApiError], method: str, endpoint: Endpoint) -> dict[str, Any]:
+    headers: dict[str, Any] = {"Request-Id": {"$ref": "#/components/headers/RequestId"}}
+    if op.answers is schemas.Cart:
+        headers["ETag"] = {"$ref": "#/components/headers/ETag"}
+    if method == "POST" and endpoint.replay:
+        headers[REPLAYED_HEADER] = {"$ref": "#/components/headers/IdempotentReplayed"}
+    responses: dict[str, Any] = {str(op.status): {
+        "description": (op.answers.__doc__ or op.answers.__name__).strip().splitlines()[0],
+        "headers": headers,
+        "content": {JSON: {"schema": _ref(op.answers), "examples": {op.answers.__name__: {"value": op.example()}}}},
+    }}
+    by_status: dict[int, list[ApiError]] = {}
+    for e in refusals:
+        by_status.setdefault(e.status, []).append(e)
+    for status, group in sorted(by_status.items()):
+        codes = list(dict.fromkeys(e.code for e in group))
+        model = schemas.OverCreditLimit if codes == ["over_credit_limit"] else schemas.ErrorResponse
+        examples: dict[str, Any] = {}
+        for e in group:
+            name = e.code if e.code not in examples else f"{e.code} ({e.param})"
+            examples[name] = {"summary": f"{e.type}: {e.code}" + (f" ({e.param})" if e.param else ""),
+                              "value": e.body(RID)}
+        responses[str(status)] = {
+            "description": ", ".join(codes),
+            "headers": {"Request-Id": {"$ref": "#/components/headers/RequestId"}},
+            "content": {JSON: {"schema": _ref(model), "examples": examples}},
+        }
+    return responses
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`X | None` as a query parameter's schema is just X: an absent parameter is the null."""
+    options = [s for s in schema.get("anyOf", ()) if s.get("type") != "null"]
+    if len(options) == 1:
+        rest = {k: v for k, v in schema.items() if k != "anyOf" and not (k == "default" and v is None)}
+        return {**options[0], **rest}
+    return schema
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    example = next(iter(REQUEST_EXAMPLES.get(model, {None: {}}).values()))
+    return [{"name": name, "in": "query", "required": name in required, "schema": _non_null(prop),
+             **({"example": example[name]} if name in example else {})}
+            for name, prop in schema["properties"].items()]
+
+
+def _security(endpoint: Endpoint) -> list[dict[str, list]]:
+    with_token = {"apiKey": [], "shopperToken": []}
+    return {"required": [with_token], "optional": [with_token, {"apiKey": []}],
+            "none": [{"apiKey": []}]}[endpoint.shopper]
+
+
+def _description(op: Operation, endpoint: Endpoint) -> str:
+    keys = "secret or publishable key" if KIND_PUBLISHABLE in endpoint.keys else "secret key"
+    shopper = {"required": "required", "optional": "optional", "none": "not used"}[endpoint.shopper]
+    return f"{op.description}\n\n**Key:** {keys}. **Shopper token:** {shopper}.".strip()
+
+
+def _catalogue_table() -> str:
+    rows = "\n".join(f"| {status} | {type_} | `{code}` |"
+                     for code, (status, type_, _, _) in sorted(ERRORS.items(), key=lambda kv: (kv[1][0], kv[1][1])))
+    return "| status | type | code |\n|---|---|---|\n" + rows
+
+
+DESCRIPTION = f"""\
+The Harmon Storefront API: contract prices, carts, GCT and credit-checked B2B checkout.
+
+**Authentication.** Every `/v1` route takes an API key, `Authorization: Bearer hk_<test|live>_<sec|pub>_…`:
+secret keys (server-side only) may call every route, publishable keys only read the catalog. Routes that act
+for a signed-in customer also take `{SHOPPER_HEADER}` (from `POST /v1/shopper_tokens`). In this reference,
+**Authorize** with a secret key (and a shopper token) and use **Try it out**: it calls this gateway.
+
+**Checks run in one order**, so every request has one answer: API key (401) → key kind and scope (403) →
+shopper token (401) → request validation (400/413/415, nothing stored) → idempotency (409) → the operation
+(404 for another customer's, tenant's or mode's object, then 409/402).
+
+**Money** is integer minor units (cents) beside an ISO `currency`; times are ISO-8601 UTC; ids carry a prefix
+(`cart_`, `cli_`, `ord_`, `cus_`, `req_`).
+
+**Idempotency.** Every POST accepts `{KEY_HEADER}`; the first final answer is stored and replayed with
+`{REPLAYED_HEADER}: true`. Retrying after a 5xx or a 504 with the same key is safe.
+
+**over_credit_limit** is a state, not a crash: checkout answers 402 with the credit figures and the shortfall,
+and the cart stays intact.
+
+**Errors** have one shape, `{{"error": {{"type", "code", "message", "param", "request_id"}}}}`, and every answer
+carries a `Request-Id` header. The catalogue:
+
+"""
+
+
+def build_openapi(app: web.Application) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the app's /v1 routes."""
+    paths: dict[str, dict[str, Any]] = {}
+    bodies: list[type[BaseModel]] = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if not path.startswith("/v1/") or route.method == "HEAD":  # HEAD: aiohttp's twin of every GET
+            continue
+        endpoint: Endpoint = route.handler.endpoint  # create_app has refused /v1 routes without one
+        name = route.handler.__name__
+        op = OPERATIONS.get(name)
+        if op is None:
+            raise RuntimeError(f"{route.method} {path} ({name}) is not in openapi.OPERATIONS: document it")
+        path_params = re.findall(r"{(\w+)}", path)
+        parameters: list[dict[str, Any]] = [
+            {"name": p, "in": "path", "required": True, "schema": PATH_PARAMS[p][0], "example": PATH_PARAMS[p][1]}
+            for p in path_params]
+        if endpoint.query is not None:
+            parameters += _query_parameters(endpoint.query)
+        if route.method == "POST":
+            parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
+        if endpoint.versioned:
+            parameters.append({"$ref": "#/components/parameters/IfMatch"})
+        operation: dict[str, Any] = {
+            "operationId": name, "summary": op.summary, "description": _description(op, endpoint),
+            "tags": [path.split("/")[2]], "security": _security(endpoint),
+        }
+        if parameters:
+            operation["parameters"] = parameters
+        if endpoint.body is not None:
+            bodies.append(endpoint.body)
+            examples = REQUEST_EXAMPLES.get(endpoint.body, EMPTY_BODY_EXAMPLE)
+            operation["requestBody"] = {
+                "required": bool(endpoint.body.model_fields),  # a model without fields also takes no body
+                "content": {JSON: {"schema": _ref(endpoint.body),
+                                   "examples": {k: {"value": v} for k, v in examples.items()}}},
+            }
+        refusals = endpoint_errors(route.method, path_params, endpoint, op)
+        operation["responses"] = _responses(op, refusals, route.method, endpoint)
+        if path in paths and route.method.lower() in paths[path]:
+            raise RuntimeError(f"{route.method} {path} is routed twice")
+        paths.setdefault(path, {})[route.method.lower()] = operation
+
+    models = [(m, "serialization") for m in RESPONSE_MODELS] + [(m, "validation") for m in dict.fromkeys(bodies)]
+    _, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Harmon Storefront API", "version": VERSION,
+                 "description": DESCRIPTION + _catalogue_table()},
+        "servers": [{"url": "/", "description": "this gateway"}],
+        "tags": [{"name": t} for t in dict.fromkeys(p.split("/")[2] for p in paths)],
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES,
+            "parameters": PARAMETERS, "headers": HEADERS,
+        },
+    }

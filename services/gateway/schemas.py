@@ -1,0 +1,241 @@
+"""The API's objects as pydantic models, for the reference only: the gateway builds its answers in objects.py.
+
+tests/unit/test_openapi.py validates what objects.py builds against these models (every field, nothing
+extra), so the reference cannot drift from the answers. The example views below feed the same builders,
+so every example in the reference is a real answer's shape.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from libs.contracts.base import Currency, Minor, Sku, Uom
+from libs.contracts.cart import CartLine as CartLineView
+from libs.contracts.cart import CartView
+from libs.contracts.money import TaxCategory
+from libs.contracts.orders import OrderLine as OrderLineView
+from libs.contracts.orders import OrderView, OverCreditLimit as OverCreditLimitView
+from libs.contracts.pricing import LinesPriced, PricedLine, PriceSource, ProductList as ProductListView, ProductView
+
+Timestamp = Annotated[datetime, Field(description="ISO-8601, UTC (`Z`)")]
+Livemode = Annotated[bool, Field(description="true for live keys' data, false for test keys'")]
+BaseQuantity = Annotated[int, Field(ge=1, description="in the product's base unit (`base_uom`)")]
+
+
+class ApiObject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CartLine(ApiObject):
+    """A cart line as entered, and its quantity settled in base units."""
+
+    id: str = Field(pattern=r"^cli_")
+    object: Literal["cart_line"]
+    sku: Sku
+    order_uom: Uom = Field(description="the unit the line was entered in")
+    order_quantity: int = Field(ge=1)
+    factor: int = Field(ge=1, description="base units per order unit")
+    base_uom: Uom
+    quantity: BaseQuantity
+
+
+class Cart(ApiObject):
+    """The signed-in customer's cart; `version` goes up with every change (send it, or `If-Match`, to write)."""
+
+    id: str = Field(pattern=r"^cart_")
+    object: Literal["cart"]
+    livemode: Livemode
+    customer_id: str
+    status: Literal["open", "frozen", "checked_out"] = Field(
+        description="frozen while a checkout runs; checked_out once it placed an order (`order_id`)")
+    version: int = Field(ge=1)
+    order_id: str | None
+    lines: list[CartLine]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class PricedCartLine(ApiObject):
+    line_id: str
+    sku: Sku
+    quantity: BaseQuantity
+    base_uom: Uom | None
+    order_uom: Uom | None
+    order_quantity: int | None
+    unit_price: Minor = Field(description="per base unit, this customer's contract price")
+    price_source: PriceSource = Field(description="customer-specific price, the customer's price list, or list price")
+    subtotal: Minor
+    tax_category: TaxCategory
+    tax_rate_bp: int = Field(ge=0, description="GCT rate in basis points (1500 = 15%)")
+    tax: Minor = Field(description="GCT on this line, rounded half-up to the cent")
+    total: Minor
+
+
+class PricedCart(ApiObject):
+    """A cart priced now, server-side: contract prices and GCT per line; totals are sums of the rounded lines."""
+
+    object: Literal["priced_cart"]
+    livemode: Livemode
+    cart_id: str
+    cart_version: int = Field(ge=1, description="the cart version these prices are for")
+    currency: Currency
+    subtotal: Minor
+    tax: Minor
+    total: Minor
+    lines: list[PricedCartLine]
+
+
+class Product(ApiObject):
+    """A catalog product; with a shopper token, `unit_price` is that customer's contract price."""
+
+    id: Sku = Field(description="the SKU")
+    object: Literal["product"]
+    livemode: Livemode
+    sku: Sku
+    name: str
+    base_uom: Uom
+    units: dict[Uom, int] = Field(description="alternate units and their base units each, e.g. {\"CASE\": 12}")
+    tax_category: TaxCategory
+    unit_price: Minor | None = Field(description="per base unit; null when the product has no price")
+    currency: Currency
+    price_source: PriceSource | None
+
+
+class ProductList(ApiObject):
+    object: Literal["list"]
+    url: str
+    data: list[Product]
+    has_more: bool = Field(description="true: ask again with `starting_after` = the last SKU")
+
+
+class OrderLine(ApiObject):
+    """The snapshot of a line as asked (order unit) and settled (base units, price, GCT) at checkout."""
+
+    id: str
+    object: Literal["order_line"]
+    sku: Sku
+    order_uom: Uom
+    order_quantity: int = Field(ge=1)
+    factor: int = Field(ge=1)
+    base_uom: Uom
+    quantity: BaseQuantity
+    unit_price: Minor
+    price_source: PriceSource
+    subtotal: Minor
+    tax_category: TaxCategory
+    tax_rate_bp: int = Field(ge=0)
+    tax: Minor
+    total: Minor
+
+
+class Order(ApiObject):
+    id: str = Field(pattern=r"^ord_")
+    object: Literal["order"]
+    livemode: Livemode
+    cart_id: str
+    customer_id: str
+    bill_to_id: str = Field(description="the account whose credit the order uses")
+    channel: Literal["ECOMMERCE"] = Field(description="set by the server, never taken from a client")
+    status: Literal["confirmed", "fulfilled", "delivered", "cancelled"]
+    terms: str = Field(description="payment terms, e.g. cod or net_30")
+    currency: Currency
+    subtotal: Minor
+    tax: Minor
+    total: Minor
+    notes: str | None
+    po_number: str | None
+    lines: list[OrderLine]
+    created_at: Timestamp
+
+
+class ShopperToken(ApiObject):
+    """A signed-in customer's JWT: send it as `X-Storefront-Shopper-Token`. Never stored, never replayed."""
+
+    object: Literal["shopper_token"]
+    livemode: Livemode
+    token: str
+    customer_id: str
+    expires_at: Timestamp
+
+
+class Error(ApiObject):
+    type: str = Field(description="the error's family: invalid_request_error, authentication_error, …")
+    code: str = Field(description="what went wrong, from the catalogue (see the description above)")
+    message: str = Field(description="for people; may change")
+    param: str | None = Field(description="the parameter or header at fault")
+    request_id: str | None = Field(description="the `Request-Id` of this answer")
+    order_id: str | None = Field(None, description="cart_checked_out only: the order the cart became")
+
+
+class ErrorResponse(ApiObject):
+    error: Error
+
+
+class Credit(ApiObject):
+    limit: Minor
+    exposure: Minor = Field(description="open orders and unpaid invoices of the bill-to account")
+    available: int = Field(description="limit − exposure (negative when already over)")
+    order_total: Minor
+    shortfall: Minor = Field(description="how much the order is over what is available")
+    currency: Currency
+
+
+class OverCreditLimit(ApiObject):
+    """The over_credit_limit state: the cart is intact; change it and check out again with a new key."""
+
+    error: Error
+    credit: Credit
+    cart_id: str
+
+
+# --- example data: real contract views, rendered by objects.py ---------------------------------
+
+_AT = datetime(2025, 3, 14, 15, 9, 26, tzinfo=UTC)
+_CUSTOMER = "cus_01JD2Y7K2B9E4F6G8H0J2K4M6N"
+_CART = "cart_01JD2Z3W5X7Y9Z1A3B5C7D9E1F"
+_ORDER = "ord_01JD2Z9P1Q3R5S7T9V1W3X5Y7Z"
+_LINES = (("cli_01JD2Z4Q8R3M5N7P9S1T3V5X7Z", "RICE-2KG", "CASE", 1, 12),
+          ("cli_01JD2Z5A2B4C6D8E0F2G4H6J8K", "MILK-UHT-1L", "EA", 6, 1))
+
+EXAMPLE_CART = CartView(
+    cart_id=_CART, customer_id=_CUSTOMER, status="open", version=3, order_id=None,
+    lines=[CartLineView(line_id=lid, sku=sku, order_uom=uom, order_quantity=n, factor=f, base_uom="EA",
+                        base_quantity=n * f) for lid, sku, uom, n, f in _LINES],
+    created_at=_AT, updated_at=_AT,
+)
+EXAMPLE_EMPTY_CART = EXAMPLE_CART.model_copy(update={"version": 1, "lines": []})
+# RICE-2KG 12 × 1,100 (contract) + 15% GCT; MILK-UHT-1L 6 × 310 (list), zero-rated
+EXAMPLE_PRICED = LinesPriced(
+    cart_id=_CART, currency="JMD", subtotal=15_060, tax=1_980, total=17_040,
+    lines=[
+        PricedLine(line_id=_LINES[0][0], sku="RICE-2KG", base_quantity=12, unit_price=1_100, price_source="customer",
+                   subtotal=13_200, tax_category=TaxCategory.STANDARD, tax_rate_bp=1500, tax=1_980, total=15_180),
+        PricedLine(line_id=_LINES[1][0], sku="MILK-UHT-1L", base_quantity=6, unit_price=310, price_source="list",
+                   subtotal=1_860, tax_category=TaxCategory.ZERO_RATED, tax_rate_bp=0, tax=0, total=1_860),
+    ],
+)
+EXAMPLE_PRODUCT = ProductView(sku="RICE-2KG", name="Rice 2 kg", base_uom="EA", units={"CASE": 12},
+                              tax_category=TaxCategory.STANDARD, unit_price=1_100, currency="JMD",
+                              price_source="customer")
+EXAMPLE_PRODUCTS = ProductListView(has_more=True, products=[
+    EXAMPLE_PRODUCT,
+    ProductView(sku="MILK-UHT-1L", name="UHT milk 1 L", base_uom="EA", units={"CASE": 24},
+                tax_category=TaxCategory.ZERO_RATED, unit_price=310, currency="JMD", price_source="list"),
+])
+EXAMPLE_ORDER = OrderView(
+    order_id=_ORDER, cart_id=_CART, customer_id=_CUSTOMER, bill_to_id=_CUSTOMER, status="confirmed", terms="net_30",
+    currency="JMD", subtotal=15_060, tax=1_980, total=17_040, notes="Deliver to the back door", po_number="PO-1001",
+    lines=[OrderLineView(line_id=p.line_id, sku=p.sku, order_uom=uom, order_quantity=n, factor=f, base_uom="EA",
+                         base_quantity=p.base_quantity, unit_price=p.unit_price, price_source=p.price_source,
+                         subtotal=p.subtotal, tax_category=p.tax_category, tax_rate_bp=p.tax_rate_bp, tax=p.tax,
+                         total=p.total)
+           for p, (_, _, uom, n, f) in zip(EXAMPLE_PRICED.lines, _LINES, strict=True)],
+    created_at=_AT,
+)
+EXAMPLE_OVER_CREDIT_LIMIT = OverCreditLimitView(cart_id=_CART, limit=5_000, exposure=0, available=5_000,
+                                                order_total=17_040, shortfall=12_040, currency="JMD")
+EXAMPLE_CUSTOMER = _CUSTOMER
+EXAMPLE_TOKEN = ("eyJhbGciOiJIUzI1NiIsImtpZCI6ImhzMjU2LTFhMmIzYzRkNWU2ZjdhOGIiLCJ0eXAiOiJKV1QifQ"
+                 ".eyJpc3MiOiJoYXJtb24iLCJzdWIiOiJjdXNfMDFKRDJZN0syQjlFNEY2RzhIMEoySzRNNk4ifQ.c2lnbmF0dXJl")
+EXAMPLE_REQUEST_ID = "req_01JD2ZB3C5D7E9F1G3H5J7K9M1"
