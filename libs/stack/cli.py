@@ -45,10 +45,10 @@ def _money(minor: int, currency: str) -> str:
     return f"{currency} {minor / 100:,.2f}" if minor >= 0 else f"-{currency} {-minor / 100:,.2f}"
 
 
-def dev_summary(stack: Stack, credentials: dict[str, Any], *, full_keys: bool) -> str:
+def dev_summary(stack: Stack, credentials: dict[str, Any]) -> str:
     """What `harmon dev` prints once everything is ready."""
     path = stack.data_dir / "credentials.json"
-    show = (lambda k: k) if full_keys else mask
+    show = mask  # credentials.json (0600) is the one place the full demo keys appear
     currency = credentials["currency"]
     customers = credentials["customers"]
     first = customers[0]
@@ -114,7 +114,7 @@ async def run_dev(args: argparse.Namespace) -> int:
             log.error("harmon dev could not start: %s", exc)
             log.debug("start-up failure", exc_info=True)
             return 1
-        print(dev_summary(stack, credentials, full_keys=sys.stdout.isatty()), flush=True)
+        print(dev_summary(stack, credentials), flush=True)
         await watch(stack, stop)
         return 0
     finally:

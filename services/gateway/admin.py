@@ -14,12 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.contracts.ids import API_KEY, TENANT, new_id
 
 from .auth import generate_api_key, hash_api_key, key_prefix
-from .state import KIND_PUBLISHABLE, KIND_SECRET
+from .state import KIND_PUBLISHABLE, KIND_SECRET, SCOPES
 from .tables import ApiKey, Tenant
 
 KIND_RESTRICTED = "restricted"  # a secret key (hk_<mode>_sec_…) whose row lists its scopes
 KINDS = (KIND_SECRET, KIND_PUBLISHABLE, KIND_RESTRICTED)
-SCOPES = ("catalog:read", "carts:write", "orders:read", "orders:write", "webhooks:write")
 # Stripe's longest too: an old key that lingers for weeks is a leaked key that keeps working
 MAX_OVERLAP = timedelta(days=7)
 MAX_NAME_CHARS = 200

@@ -59,6 +59,7 @@ class Caller:
     kind: str
     key_id: str
     hint: str
+    scopes: tuple[str, ...] | None = None  # None: unrestricted
 
 
 def bearer_key(authorization: str | None) -> str:
@@ -89,7 +90,8 @@ async def authenticate_key(session: AsyncSession, authorization: str | None) -> 
                        f"the API key {hint} was rotated and its overlap ended at "
                        f"{row.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}; "
                        "use the key that replaced it")
-    return Caller(tenant_id=row.tenant_id, livemode=row.livemode, kind=row.kind, key_id=row.id, hint=hint)
+    return Caller(tenant_id=row.tenant_id, livemode=row.livemode, kind=row.kind, key_id=row.id, hint=hint,
+                  scopes=tuple(row.scopes) if row.scopes else None)
 
 
 # --- shopper tokens -------------------------------------------------------------------------------
@@ -172,7 +174,7 @@ class ShopperTokens:
 # --- middleware -----------------------------------------------------------------------------------
 
 def auth_middleware() -> web.middleware:
-    """API key (401) → key kind for the route (403) → shopper token (401), in that order."""
+    """API key (401) → key kind for the route (403) → scope (403) → shopper token (401), in that order."""
 
     @web.middleware
     async def auth(request: web.Request, handler) -> web.StreamResponse:
@@ -189,6 +191,9 @@ def auth_middleware() -> web.middleware:
             if caller.kind not in endpoint.keys:
                 raise ApiError(403, PERMISSION, "publishable_key_not_allowed",
                                "this route needs a secret key; publishable keys may only read the catalog")
+            if caller.scopes is not None and endpoint.scope not in caller.scopes:
+                raise ApiError(403, PERMISSION, "scope_missing",
+                               f"this restricted key lacks the scope {endpoint.scope}")
             token = request.headers.get(SHOPPER_HEADER)
             if endpoint.shopper == "required" and not token:
                 raise ApiError(401, AUTHENTICATION, "shopper_token_missing",

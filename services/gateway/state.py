@@ -39,6 +39,9 @@ KIND_PUBLISHABLE = "publishable"
 SECRET_ONLY = frozenset({KIND_SECRET})
 ANY_KEY = frozenset({KIND_SECRET, KIND_PUBLISHABLE})
 
+# What a restricted key may be granted; every /v1 route names the one it needs.
+SCOPES = ("catalog:read", "shopper_tokens:write", "carts:write", "orders:read", "orders:write", "webhooks:write")
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -46,6 +49,7 @@ class Endpoint:
 
     keys: frozenset[str]
     shopper: Literal["required", "optional", "none"]
+    scope: str  # a restricted key must hold it
     body: type[BaseModel] | None = None
     versioned: bool = False  # takes `If-Match` / `version` as the cart version it expects
     mints: str | None = None  # id prefix of what the route creates; one id per Idempotency-Key
@@ -53,12 +57,15 @@ class Endpoint:
     query: type[BaseModel] | None = None  # the query string's model (the route validates it; the reference shows it)
 
 
-def endpoint(*, keys: frozenset[str] = SECRET_ONLY, shopper: Literal["required", "optional", "none"] = "required",
+def endpoint(*, scope: str, keys: frozenset[str] = SECRET_ONLY, shopper: Literal["required", "optional", "none"] = "required",
              body: type[BaseModel] | None = None, versioned: bool = False, mints: str | None = None,
              replay: bool = True, query: type[BaseModel] | None = None) -> Callable:
     """Declare a route's requirements on its handler."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
     def mark(handler: Callable) -> Callable:
-        handler.endpoint = Endpoint(keys, shopper, body, versioned, mints, replay, query)  # type: ignore[attr-defined]
+        handler.endpoint = Endpoint(keys, shopper, scope, body, versioned, mints, replay, query)  # type: ignore[attr-defined]
         return handler
     return mark
 

@@ -35,7 +35,7 @@ class ApiKey(Base, table=True):
     key_hash: str = Field(unique=True)
     prefix: str  # hk_test_sec
     last4: str
-    # a restricted secret key: what it may do (admin.SCOPES); None = everything its kind may do
+    # a restricted secret key: what it may do (state.SCOPES); None = everything its kind may do
     scopes: list[str] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     name: str | None = None  # the operator's label
     revoked_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))

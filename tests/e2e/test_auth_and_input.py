@@ -6,6 +6,8 @@ import jwt
 import pytest
 
 from libs.contracts.ids import new_id
+from libs.runtime.db import make_engine, make_sessionmaker
+from services.gateway import admin
 from services.gateway.auth import key_id_for
 
 from .conftest import erp_settled, publish_shop, Shop
@@ -111,3 +113,29 @@ async def test_an_order_id_alone_opens_nothing(store, shop):
     other = await store.token(shop.small)
     r = await store.call("GET", f"/v1/orders/{order['id']}", token=other)
     assert (r.status, r.error["code"]) == (404, "resource_missing")
+
+
+async def test_restricted_keys_reach_only_their_scopes(store, shop, stack):
+    engine = make_engine(stack.dsns["gateway"], pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            catalog = (await admin.create_api_key(session, shop.tenant_id, False, "secret", scopes=["catalog:read"])).key
+            carts = (await admin.create_api_key(session, shop.tenant_id, False, "secret",
+                                                scopes=["shopper_tokens:write", "carts:write"])).key
+    finally:
+        await engine.dispose()
+
+    assert (await store.call("GET", "/v1/products", key=catalog)).status == 200
+    denied = await store.call("POST", "/v1/shopper_tokens", json={"customer_id": shop.big}, key=catalog)
+    assert (denied.status, denied.error["type"], denied.error["code"]) == (403, "permission_error", "scope_missing")
+
+    token = (await store.call("POST", "/v1/shopper_tokens", json={"customer_id": shop.big}, key=carts)).body["token"]
+    cart = await store.call("POST", "/v1/carts", json={}, token=token, key=carts)
+    assert cart.status == 201
+    r = await store.call("POST", "/v1/checkout", json={"cart_id": cart.body["id"]}, token=token, key=carts)
+    assert (r.status, r.error["code"]) == (403, "scope_missing")
+    r = await store.call("GET", "/v1/products", key=carts)
+    assert (r.status, r.error["code"]) == (403, "scope_missing")
+    # the scope check comes before the shopper token: no token needed to be told
+    r = await store.call("POST", "/v1/checkout", json={"cart_id": cart.body["id"]}, key=catalog)
+    assert (r.status, r.error["code"]) == (403, "scope_missing")

@@ -62,7 +62,7 @@ def _customer(request: web.Request) -> str:
     return request[SHOPPER].customer_id
 
 
-@endpoint(body=NoBody, mints=CART)
+@endpoint(scope="carts:write", body=NoBody, mints=CART)
 async def create_cart(request: web.Request) -> web.Response:
     cart_id = request[MINTED_ID]
     view = await ask(request, topics.CART_COMMANDS, cart_id,
@@ -70,7 +70,7 @@ async def create_cart(request: web.Request) -> web.Response:
     return cart_response(view, request, 201)
 
 
-@endpoint()
+@endpoint(scope="carts:write")
 async def get_cart(request: web.Request) -> web.Response:
     cart_id = path_id(request, "cart_id", CART)
     view = await ask(request, topics.CART_COMMANDS, cart_id, GetCart(cart_id=cart_id, customer_id=_customer(request)),
@@ -78,7 +78,7 @@ async def get_cart(request: web.Request) -> web.Response:
     return cart_response(view, request)
 
 
-@endpoint(body=AddLineBody, versioned=True, mints=CART_LINE)
+@endpoint(scope="carts:write", body=AddLineBody, versioned=True, mints=CART_LINE)
 async def add_line(request: web.Request) -> web.Response:
     cart_id = path_id(request, "cart_id", CART)
     body: AddLineBody = request[BODY]
@@ -88,7 +88,7 @@ async def add_line(request: web.Request) -> web.Response:
     return cart_response(await ask(request, topics.CART_COMMANDS, cart_id, cmd, CartView), request)
 
 
-@endpoint(body=ChangeLineBody, versioned=True)
+@endpoint(scope="carts:write", body=ChangeLineBody, versioned=True)
 async def change_line(request: web.Request) -> web.Response:
     cart_id = path_id(request, "cart_id", CART)
     line_id = path_id(request, "line_id", CART_LINE)
@@ -98,7 +98,7 @@ async def change_line(request: web.Request) -> web.Response:
     return cart_response(await ask(request, topics.CART_COMMANDS, cart_id, cmd, CartView), request)
 
 
-@endpoint(versioned=True)
+@endpoint(scope="carts:write", versioned=True)
 async def remove_line(request: web.Request) -> web.Response:
     cart_id = path_id(request, "cart_id", CART)
     line_id = path_id(request, "line_id", CART_LINE)
@@ -107,7 +107,7 @@ async def remove_line(request: web.Request) -> web.Response:
     return cart_response(await ask(request, topics.CART_COMMANDS, cart_id, cmd, CartView), request)
 
 
-@endpoint(body=NoBody)
+@endpoint(scope="carts:write", body=NoBody)
 async def price_cart(request: web.Request) -> web.Response:
     cart_id = path_id(request, "cart_id", CART)
     customer_id = _customer(request)

@@ -36,7 +36,7 @@ def over_credit_limit(reply: OverCreditLimit) -> ApiError:
     )
 
 
-@endpoint(body=CheckoutBody)
+@endpoint(scope="orders:write", body=CheckoutBody)
 async def checkout(request: web.Request) -> web.Response:
     body: CheckoutBody = request[BODY]
     key = request.headers.get(KEY_HEADER)

@@ -11,7 +11,7 @@ from ..state import CALLER, SHOPPER, endpoint
 from . import ask, path_id
 
 
-@endpoint()
+@endpoint(scope="orders:read")
 async def get_order(request: web.Request) -> web.Response:
     order_id = path_id(request, "order_id", ORDER)
     reply = await ask(request, topics.ORDERS_COMMANDS, order_id,

@@ -22,7 +22,7 @@ def _customer(request: web.Request) -> str | None:
     return shopper.customer_id if shopper else None
 
 
-@endpoint(keys=ANY_KEY, shopper="optional", query=ListQuery)
+@endpoint(scope="catalog:read", keys=ANY_KEY, shopper="optional", query=ListQuery)
 async def list_products(request: web.Request) -> web.Response:
     try:
         query = ListQuery.model_validate(dict(request.query))
@@ -36,7 +36,7 @@ async def list_products(request: web.Request) -> web.Response:
     return web.json_response(objects.listing("/v1/products", data, reply.has_more))
 
 
-@endpoint(keys=ANY_KEY, shopper="optional")
+@endpoint(scope="catalog:read", keys=ANY_KEY, shopper="optional")
 async def get_product(request: web.Request) -> web.Response:
     sku = request.match_info["sku"]
     if not 1 <= len(sku) <= 64:

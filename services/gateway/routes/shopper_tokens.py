@@ -15,7 +15,7 @@ class ShopperTokenBody(Body):
 
 
 # Minting changes nothing, so a retry may mint again; storing the answer would keep a live token at rest.
-@endpoint(shopper="none", body=ShopperTokenBody, replay=False)
+@endpoint(scope="shopper_tokens:write", shopper="none", body=ShopperTokenBody, replay=False)
 async def create_shopper_token(request: web.Request) -> web.Response:
     body: ShopperTokenBody = request[BODY]
     caller = request[CALLER]
