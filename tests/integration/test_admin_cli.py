@@ -16,7 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from libs.stack.cli import build_parser, parse_duration
+from libs.stack.admin_cli import parse_duration
+from libs.stack.cli import build_parser
 from libs.stack.supervisor import Stack
 
 KEY = re.compile(r"^hk_(test|live)_(sec|pub)_[A-Za-z0-9_-]{43}$")
