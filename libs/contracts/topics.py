@@ -7,24 +7,24 @@ from dataclasses import dataclass
 class TopicSpec:
     name: str
     key: str
-    carries: str
+    carries: tuple[str, ...]  # payload types (libs.contracts.envelope.AnyMessage) on this topic
 
     @property
     def dlt(self) -> str:
         return f"{self.name}.dlt"
 
 
-CART_COMMANDS = TopicSpec("cart.commands.v1", "cart id", "CreateCart, GetCart, AddLine, ChangeLine, RemoveLine, FreezeCart, CompleteCart, ReleaseCart")
-PRICING_COMMANDS = TopicSpec("pricing.commands.v1", "cart id or sku", "PriceLines, ListProducts, GetProduct")
-CREDIT_COMMANDS = TopicSpec("credit.commands.v1", "bill-to account id", "ReserveCredit, ReleaseCredit, GetCreditAccount")
-ORDERS_COMMANDS = TopicSpec("orders.commands.v1", "cart id", "PlaceOrder, GetOrder")
-ORDERS_REPLIES = TopicSpec("orders.replies.v1", "checkout id", "replies to the checkout saga's commands")
-ORDERS_EVENTS = TopicSpec("orders.events.v1", "order id", "OrderConfirmed")
-CREDIT_EVENTS = TopicSpec("credit.events.v1", "bill-to account id", "CreditReserved, CreditReleased")
-ERP_CUSTOMERS = TopicSpec("erp.customers.v1", "customer id", "CustomerUpsert")
-ERP_PRODUCTS = TopicSpec("erp.products.v1", "sku", "ProductUpsert")
-ERP_PRICES = TopicSpec("erp.prices.v1", "sku", "PriceUpsert")
-ERP_CREDIT_LIMITS = TopicSpec("erp.credit_limits.v1", "customer id", "CreditLimitUpsert")
+CART_COMMANDS = TopicSpec("cart.commands.v1", "cart id", ("CreateCart", "GetCart", "AddLine", "ChangeLine", "RemoveLine", "FreezeCart", "CompleteCart", "ReleaseCart"))
+PRICING_COMMANDS = TopicSpec("pricing.commands.v1", "cart id or sku", ("PriceLines", "ListProducts", "GetProduct"))
+CREDIT_COMMANDS = TopicSpec("credit.commands.v1", "bill-to account id", ("ReserveCredit", "ReleaseCredit", "GetCreditAccount"))
+ORDERS_COMMANDS = TopicSpec("orders.commands.v1", "cart id", ("PlaceOrder", "GetOrder"))
+ORDERS_REPLIES = TopicSpec("orders.replies.v1", "checkout id", ("CartFrozen", "CartCompleted", "CartReleased", "LinesPriced", "CreditReserved", "CreditRejected", "CreditReleased", "Failure"))
+ORDERS_EVENTS = TopicSpec("orders.events.v1", "order id", ("OrderConfirmed",))
+CREDIT_EVENTS = TopicSpec("credit.events.v1", "bill-to account id", ("CreditReserved", "CreditReleased"))
+ERP_CUSTOMERS = TopicSpec("erp.customers.v1", "customer id", ("CustomerUpsert",))
+ERP_PRODUCTS = TopicSpec("erp.products.v1", "sku", ("ProductUpsert",))
+ERP_PRICES = TopicSpec("erp.prices.v1", "sku", ("PriceUpsert",))
+ERP_CREDIT_LIMITS = TopicSpec("erp.credit_limits.v1", "customer id", ("CreditLimitUpsert",))
 
 ALL: tuple[TopicSpec, ...] = (
     CART_COMMANDS,

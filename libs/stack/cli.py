@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shlex
@@ -185,6 +186,17 @@ async def run_bench_command(args: argparse.Namespace) -> int:
 
 # --- tenants and keys ------------------------------------------------------------------------------
 
+async def run_asyncapi(args: argparse.Namespace) -> int:
+    from libs.contracts.asyncapi import asyncapi_document  # noqa: PLC0415 (only this command needs it)
+
+    text = json.dumps(asyncapi_document(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harmon", description="Harmon Storefront operator commands")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -214,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=20.0, metavar="S", help="duration of each level (default: 20)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(run=run_bench_command)
+
+    spec = commands.add_parser("asyncapi", help="the AsyncAPI 3.0 document of every topic and message, for ERP integrators")
+    spec.add_argument("-o", "--output", metavar="FILE", help="write it here instead of stdout")
+    spec.set_defaults(run=run_asyncapi)
 
     add_admin_parsers(commands)
     return parser

@@ -1,0 +1,60 @@
+"""The AsyncAPI document is generated from the contracts, and the contracts' topic lists match what services read."""
+
+import importlib
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from libs.contracts import topics
+from libs.contracts.asyncapi import _payload_types, asyncapi_document
+from libs.stack.cli import build_parser
+
+SERVICES = ("cart", "pricing", "credit", "orders", "notifier")
+
+
+def test_every_topic_and_payload_is_documented():
+    doc = asyncapi_document()
+    assert doc["asyncapi"] == "3.0.0"
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert {spec.name for spec in topics.ALL} <= addresses
+    for spec in topics.ALL:
+        for name in spec.carries:
+            assert name in doc["components"]["schemas"], name
+            assert doc["components"]["messages"][name]["payload"]["allOf"][1]["properties"]["payload"]["$ref"].endswith(name)
+    # nested models are resolvable
+    refs = [ref for schema in doc["components"]["schemas"].values() for ref in _refs(schema)]
+    assert all(r.split("/")[-1] in doc["components"]["schemas"] for r in refs)
+
+
+def test_topics_name_only_real_payload_types():
+    known = set(_payload_types())
+    for spec in topics.ALL:
+        assert set(spec.carries) <= known, spec.name
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_what_a_service_reads_is_what_its_topics_declare(service):
+    ctx = SimpleNamespace(routes={})
+    importlib.import_module(f"services.{service}.entrypoint").register(ctx)
+    declared = {spec.name: set(spec.carries) for spec in topics.ALL}
+    for topic, handlers in ctx.routes.items():
+        assert set(handlers) <= declared[topic], f"{service} reads {set(handlers) - declared[topic]} on {topic}"
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "$ref":
+                yield v
+            else:
+                yield from _refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _refs(v)
+
+
+async def test_harmon_asyncapi_writes_the_document(tmp_path):
+    args = build_parser().parse_args(["asyncapi", "-o", str(tmp_path / "asyncapi.json")])
+    assert await args.run(args) == 0
+    assert json.loads((tmp_path / "asyncapi.json").read_text()) == json.loads(json.dumps(asyncapi_document()))
