@@ -64,9 +64,6 @@ class ServiceContext:
         # not awaited: a reply the broker loses leaves the caller to time out (504) and retry
         ack.add_done_callback(_log_unconfirmed_reply)
 
-    async def publish(self, topic: str, key: str | None, env: Envelope) -> None:
-        await self.broker.publish(env.to_bytes(), topic=topic, key=_key(key))
-
 
 def _log_unconfirmed_reply(ack: asyncio.Future) -> None:
     if not ack.cancelled() and ack.exception() is not None:

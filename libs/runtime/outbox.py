@@ -39,8 +39,6 @@ class Outbox:
         self._sent_flag = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._confirming: set[asyncio.Task] = set()
-        self.published = 0
-        self.relayed = 0
 
     def rows(self, messages: list[OutgoingMessage]) -> list[dict]:
         return [dict(message_id=m.message_id, tenant_id=m.tenant_id, livemode=m.livemode, topic=m.topic, key=m.key,
@@ -53,8 +51,7 @@ class Outbox:
         broker never confirms is re-sent by the relay. The producer keeps each partition's order.
         """
         try:
-            acks = [await self._broker.publish(m.value, topic=m.topic, key=m.key.encode() if m.key else None,
-                                               no_confirm=True) for m in messages]
+            acks = [await self._send(m.topic, m.key, m.value, no_confirm=True) for m in messages]
         except Exception:
             log.warning("publish after commit failed; the relay will resend %d message(s)", len(messages), exc_info=True)
             return
@@ -68,12 +65,13 @@ class Outbox:
         except Exception:
             log.warning("the broker did not confirm %d message(s); the relay will resend them", len(acks), exc_info=True)
             return
-        self.published += len(message_ids)
         self._sent.extend(message_ids)
         self._sent_flag.set()
 
-    async def _send(self, topic: str, key: str | None, value: bytes) -> None:
-        await self._broker.publish(value, topic=topic, key=key.encode() if key else None)
+    async def _send(self, topic: str, key: str | None, value: bytes, *, no_confirm: bool = False):
+        """Publish one row; with `no_confirm`, return the ack future instead of waiting for it."""
+        return await self._broker.publish(value, topic=topic, key=key.encode() if key else None,
+                                          no_confirm=no_confirm)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._mark_sent_loop()), asyncio.create_task(self._relay_loop())]
@@ -125,7 +123,6 @@ class Outbox:
                 log.info("relayed %d outbox message(s)", len(rows))
             # Sent rows are kept a day for inspection, then pruned.
             await conn.execute(sa.delete(t).where(t.c.sent_at < sa.func.now() - sa.text("interval '1 day'")))
-        self.relayed += len(rows)
         return len(rows)
 
     async def _relay_loop(self) -> None:

@@ -48,10 +48,19 @@ def order_view(order: Order, lines: list[OrderLine]) -> o.OrderView:
 
 # ---- talking to the other services and to the waiting gateway -------------------------------------------
 
+def _about(co: Checkout) -> dict:
+    """Envelope fields of everything the saga sends: the checkout's tenant, mode and request."""
+    return dict(tenant_id=co.tenant_id, livemode=co.livemode, request_id=co.request_id)
+
+
+def _command(co: Checkout) -> dict:
+    """Envelope fields of a saga command: replies come back on orders.replies.v1, naming this attempt."""
+    return dict(_about(co), reply_to=topics.ORDERS_REPLIES.name, correlation_id=d.correlation(co.id, co.attempt))
+
+
 def _send_step(uow: UnitOfWork, co: Checkout) -> None:
     """Send the command of the step the checkout is in (also used to resume after a restart)."""
-    meta = dict(reply_to=topics.ORDERS_REPLIES.name, correlation_id=d.correlation(co.id, co.attempt),
-                tenant_id=co.tenant_id, livemode=co.livemode, request_id=co.request_id)
+    meta = _command(co)
     if co.state == d.FREEZING:
         uow.send(topics.CART_COMMANDS.name, co.cart_id,
                  c.FreezeCart(cart_id=co.cart_id, customer_id=co.customer_id, checkout_id=co.id), **meta)
@@ -69,15 +78,12 @@ def _send_step(uow: UnitOfWork, co: Checkout) -> None:
 
 def _release_cart(uow: UnitOfWork, co: Checkout) -> None:
     uow.send(topics.CART_COMMANDS.name, co.cart_id, c.ReleaseCart(cart_id=co.cart_id, checkout_id=co.id),
-             tenant_id=co.tenant_id, livemode=co.livemode, request_id=co.request_id,
-             correlation_id=d.correlation(co.id, co.attempt), reply_to=topics.ORDERS_REPLIES.name)
+             **_command(co))
 
 
 def _release_credit(uow: UnitOfWork, co: Checkout) -> None:
     uow.send(topics.CREDIT_COMMANDS.name, co.bill_to_id,
-             cr.ReleaseCredit(reservation_id=co.reservation_id, bill_to_id=co.bill_to_id),
-             tenant_id=co.tenant_id, livemode=co.livemode, request_id=co.request_id,
-             correlation_id=d.correlation(co.id, co.attempt), reply_to=topics.ORDERS_REPLIES.name)
+             cr.ReleaseCredit(reservation_id=co.reservation_id, bill_to_id=co.bill_to_id), **_command(co))
 
 
 def _answer(uow: UnitOfWork, co: Checkout, payload: Message, *, final: bool) -> None:
@@ -85,8 +91,7 @@ def _answer(uow: UnitOfWork, co: Checkout, payload: Message, *, final: bool) -> 
     if final:
         co.result = payload.model_dump(mode="json")
     if co.reply_to:
-        uow.send(co.reply_to, co.reply_correlation_id, payload, tenant_id=co.tenant_id, livemode=co.livemode,
-                 correlation_id=co.reply_correlation_id, request_id=co.request_id)
+        uow.send(co.reply_to, co.reply_correlation_id, payload, correlation_id=co.reply_correlation_id, **_about(co))
 
 
 def _move(co: Checkout, state: str, ctx: ServiceContext) -> None:
@@ -169,12 +174,10 @@ async def _credit_reserved(uow: UnitOfWork, co: Checkout, msg: cr.CreditReserved
     co.order_id = order.id
     _move(co, d.CONFIRMED, ctx)
     view = order_view(order, lines)
-    meta = dict(tenant_id=co.tenant_id, livemode=co.livemode, request_id=co.request_id)
     uow.send(topics.ORDERS_EVENTS.name, order.id, o.OrderConfirmed(order=view),
-             aggregate_id=order.id, aggregate_version=order.version, **meta)
+             aggregate_id=order.id, aggregate_version=order.version, **_about(co))
     uow.send(topics.CART_COMMANDS.name, co.cart_id,
-             c.CompleteCart(cart_id=co.cart_id, checkout_id=co.id, order_id=order.id),
-             reply_to=topics.ORDERS_REPLIES.name, correlation_id=d.correlation(co.id, co.attempt), **meta)
+             c.CompleteCart(cart_id=co.cart_id, checkout_id=co.id, order_id=order.id), **_command(co))
     _answer(uow, co, view, final=True)
 
 
