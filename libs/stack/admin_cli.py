@@ -116,11 +116,29 @@ async def tenants_create(args: argparse.Namespace) -> int:
     from services.gateway import admin
 
     async with gateway_session(args) as session:
-        tenant = await admin.create_tenant(session, args.name)
+        tenant = await admin.create_tenant(session, args.name, rate_limit=args.rate_limit,
+                                           mint_rate_limit=args.mint_rate_limit)
     print(tenant.id)
     print(f"created tenant {tenant.id} ({tenant.name}); next: harmon keys create --tenant {tenant.id}",
           file=sys.stderr)
     return 0
+
+
+async def tenants_update(args: argparse.Namespace) -> int:
+    from services.gateway import admin
+
+    if args.rate_limit is None and args.mint_rate_limit is None:
+        raise CommandError("nothing to change: give --rate-limit and/or --mint-rate-limit", EXIT_USAGE)
+    async with gateway_session(args) as session:
+        tenant = await admin.update_tenant(session, args.tenant_id, rate_limit=args.rate_limit,
+                                           mint_rate_limit=args.mint_rate_limit)
+    print(f"tenant {tenant.id} ({tenant.name}): rate limit {_limit_cell(tenant.rate_limit)}, "
+          f"mint rate limit {_limit_cell(tenant.mint_rate_limit)}")
+    return 0
+
+
+def _limit_cell(limit: str | None) -> str:
+    return limit or "default"
 
 
 async def tenants_list(args: argparse.Namespace) -> int:
@@ -129,9 +147,12 @@ async def tenants_list(args: argparse.Namespace) -> int:
     async with gateway_session(args) as session:
         tenants = await admin.list_tenants(session)
     if args.json:
-        print(json.dumps([{"id": t.id, "name": t.name, "created": _when(t.created_at)} for t in tenants], indent=2))
+        print(json.dumps([{"id": t.id, "name": t.name, "created": _when(t.created_at), "rate_limit": t.rate_limit,
+                           "mint_rate_limit": t.mint_rate_limit} for t in tenants], indent=2))
     else:
-        print(_table(("ID", "NAME", "CREATED"), [(t.id, t.name, _when(t.created_at)) for t in tenants]))
+        print(_table(("ID", "NAME", "CREATED", "RATE LIMIT", "MINT RATE LIMIT"),
+                     [(t.id, t.name, _when(t.created_at), _limit_cell(t.rate_limit), _limit_cell(t.mint_rate_limit))
+                      for t in tenants]))
     return 0
 
 
@@ -223,6 +244,15 @@ def _add_database_options(parser: argparse.ArgumentParser) -> None:
                             "else is given: .harmon)")
 
 
+def _add_rate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate-limit", metavar="RATE",
+                        help="requests per API key, e.g. 500/second or '1000 per 10 seconds'; default: the "
+                             "deployment's (HARMON_GATEWAY_RATE_LIMIT)")
+    parser.add_argument("--mint-rate-limit", metavar="RATE",
+                        help="shopper tokens minted per API key, e.g. 50/second; default: the deployment's "
+                             "(HARMON_GATEWAY_MINT_RATE_LIMIT)")
+
+
 def add_admin_parsers(commands: Any) -> None:
     from services.gateway.admin import SCOPES  # noqa: PLC0415 (light: no app, no broker)
 
@@ -230,8 +260,13 @@ def add_admin_parsers(commands: Any) -> None:
     tenant_actions = tenants.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = tenant_actions.add_parser("create", help="a new tenant; prints its id")
     create.add_argument("name", metavar="NAME", help="the distributor's name")
+    _add_rate_options(create)
     create.set_defaults(admin=tenants_create)
-    listing = tenant_actions.add_parser("list", help="every tenant: id, name, created")
+    update = tenant_actions.add_parser("update", help="change a tenant's rate limits")
+    update.add_argument("tenant_id", metavar="TENANT_ID")
+    _add_rate_options(update)
+    update.set_defaults(admin=tenants_update)
+    listing = tenant_actions.add_parser("list", help="every tenant: id, name, created, rate limits")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     listing.set_defaults(admin=tenants_list)
 

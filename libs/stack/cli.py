@@ -3,7 +3,7 @@
     harmon dev [--data-dir DIR] [--port N]   the whole stack on this machine, with demo data
     harmon migrate [SERVICE ...]             external mode: create topics, migrate each service's database
     harmon bench [--shoppers N,N] [--seconds S]   checkout benchmark against a running `harmon dev`
-    harmon tenants create NAME | list        tenants in the gateway's database
+    harmon tenants create NAME | update TEN | list   tenants (and their rate limits) in the gateway's database
     harmon keys create|list|revoke|rotate    a tenant's API keys (a full key is printed once, at creation)
 """
 from __future__ import annotations

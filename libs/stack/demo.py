@@ -114,19 +114,37 @@ class TenantKeys:
     livemode: bool = False
 
 
-async def create_tenant_with_keys(gateway_dsn: str, name: str, livemode: bool = False) -> TenantKeys:
-    """A new tenant in the gateway's database, with one secret and one publishable key."""
+async def create_tenant_with_keys(gateway_dsn: str, name: str, livemode: bool = False, *,
+                                  rate_limit: str | None = None, mint_rate_limit: str | None = None) -> TenantKeys:
+    """A new tenant in the gateway's database, with one secret and one publishable key (and its own rate limits)."""
     from services.gateway import admin  # the gateway owns tenants and keys
 
     engine = make_engine(gateway_dsn, pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session:
-            tenant = await admin.create_tenant(session, name)
+            tenant = await admin.create_tenant(session, name, rate_limit=rate_limit, mint_rate_limit=mint_rate_limit)
             secret = await admin.create_api_key(session, tenant.id, livemode, "secret")
             publishable = await admin.create_api_key(session, tenant.id, livemode, "publishable")
     finally:
         await engine.dispose()
     return TenantKeys(tenant.id, secret.key, publishable.key, livemode)
+
+
+async def set_tenant_rate_limits(gateway_dsn: str, tenant_id: str, rate_limit: str | None,
+                                 mint_rate_limit: str | None) -> tuple[str | None, str | None]:
+    """Set a tenant's rate limits (None: the deployment's default); returns the ones it had."""
+    from services.gateway import admin
+
+    engine = make_engine(gateway_dsn, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            before = await admin.get_tenant(session, tenant_id)
+            old = (before.rate_limit, before.mint_rate_limit)
+            await admin.update_tenant(session, tenant_id, rate_limit=rate_limit or "default",
+                                      mint_rate_limit=mint_rate_limit or "default")
+    finally:
+        await engine.dispose()
+    return old
 
 
 class ErpPublisher:

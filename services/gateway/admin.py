@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.contracts.ids import API_KEY, TENANT, new_id
 
 from .auth import generate_api_key, hash_api_key, key_prefix
+from .ratelimit import check_rate
 from .state import KIND_PUBLISHABLE, KIND_SECRET, SCOPES
 from .tables import ApiKey, Tenant
 
@@ -62,13 +63,36 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in wanted)
 
 
-async def create_tenant(session: AsyncSession, name: str) -> Tenant:
+def _rate(text: str | None) -> str | None:
+    """A tenant's rate limit as stored: checked, or None for the deployment's default."""
+    return None if text is None or text.strip().lower() in ("", "default") else check_rate(text)
+
+
+async def create_tenant(session: AsyncSession, name: str, *, rate_limit: str | None = None,
+                        mint_rate_limit: str | None = None) -> Tenant:
+    """A new tenant; `rate_limit` / `mint_rate_limit` (e.g. `500/second`) replace the deployment's per-key limits."""
     name = name.strip()
     if not name or len(name) > MAX_NAME_CHARS:
         raise ValueError(f"a tenant's name is 1 to {MAX_NAME_CHARS} characters")
-    tenant = Tenant(id=new_id(TENANT), name=name, created_at=datetime.now(UTC))
+    tenant = Tenant(id=new_id(TENANT), name=name, created_at=datetime.now(UTC), rate_limit=_rate(rate_limit),
+                    mint_rate_limit=_rate(mint_rate_limit))
     session.add(tenant)
     await session.commit()
+    return tenant
+
+
+async def update_tenant(session: AsyncSession, tenant_id: str, *, rate_limit: str | None = None,
+                        mint_rate_limit: str | None = None) -> Tenant:
+    """Set a tenant's rate limits; `default` goes back to the deployment's, None leaves one as it is.
+
+    Gateways read them with every key lookup, so the change holds from the next request on."""
+    checked = {field: _rate(value) for field, value in (("rate_limit", rate_limit),
+                                                        ("mint_rate_limit", mint_rate_limit)) if value is not None}
+    tenant = await get_tenant(session, tenant_id)
+    for field, value in checked.items():
+        setattr(tenant, field, value)
+    await session.commit()
+    await session.refresh(tenant)
     return tenant
 
 

@@ -1,7 +1,8 @@
 """`create_app(settings)`: the gateway's aiohttp application — middlewares in the order of checks, routes, resources.
 
-Middlewares, outermost first: request context (Request-Id, one log line) → errors (one error shape)
-→ auth (API key 401 → key kind 403 → shopper token 401) → body (413 / 415 / 400) → idempotency (409)
+Middlewares, outermost first: request context (Request-Id, one log line) → CORS (preflights; headers on
+publishable routes) → errors (one error shape) → auth (failed-auth guard 429 → API key 401 → per-key rate
+limit 429 → key kind 403 → scope 403 → shopper token 401) → body (413 / 415 / 400) → idempotency (409)
 → the route. Resources open and close with the app through cleanup contexts.
 """
 
@@ -29,12 +30,14 @@ from . import customers
 from .auth import ShopperTokens, auth_middleware
 from .config import Settings
 from .correlator import Correlator
+from .cors import cors_middleware
 from .errors import INVALID_REQUEST, ApiError, error_middleware
 from .idempotency import IdempotencyStore, idempotency_middleware
+from .ratelimit import Limits, RateLimiter
 from .routes import (carts, checkout, docs, expected_version, health, orders, parse_body, products,
                      shopper_tokens)
 from .state import (BODY, CALLER, CORRELATOR, DRAINING, ENGINE, EXPECTED_VERSION, IDEMPOTENCY, JSON_BODY, METRICS,
-                     SERVICE, SESSIONMAKER, SETTINGS, TOKENS, endpoint_of)
+                     RATE_LIMITER, SERVICE, SESSIONMAKER, SETTINGS, TOKENS, endpoint_of)
 from .tables import runtime
 
 log = logging.getLogger("harmon.gateway")
@@ -173,7 +176,7 @@ async def housekeeping(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
-            request_context_middleware(), error_middleware(), auth_middleware(),
+            request_context_middleware(), cors_middleware(settings.public_origin), error_middleware(), auth_middleware(),
             body_middleware(settings.max_body_bytes), idempotency_middleware(),
         ],
         client_max_size=settings.max_body_bytes,
@@ -182,6 +185,10 @@ def create_app(settings: Settings) -> web.Application:
     app[TOKENS] = ShopperTokens(settings.signing_secret.get_secret_value(), settings.issuer, settings.token_ttl_s)
     app[METRICS] = Metrics.create()
     app[HTTP_METRICS] = HttpMetrics(app[METRICS])
+    app[RATE_LIMITER] = RateLimiter(
+        settings.rate_limit_storage,
+        Limits(settings.rate_limit, settings.mint_rate_limit, settings.failed_auth_rate_limit),
+        settings.forwarded_hops, app[METRICS])
     app[DRAINING] = {"draining": False}
     app[health.HEAD] = head_revision(MIGRATIONS)
     app.cleanup_ctx.extend([database, messaging, housekeeping])

@@ -15,8 +15,11 @@ from libs.contracts.ids import new_id
 
 from .customers import is_active_customer
 from .errors import AUTHENTICATION, PERMISSION, ApiError
-from .state import CALLER, KIND_PUBLISHABLE, KIND_SECRET, SESSIONMAKER, SHOPPER, TOKENS, endpoint_of
-from .tables import ApiKey
+from .cors import browser_origin
+from .ratelimit import MINT_SCOPE
+from .state import (CALLER, KIND_PUBLISHABLE, KIND_SECRET, RATE_LIMITER, SESSIONMAKER, SETTINGS, SHOPPER, TOKENS,
+                    endpoint_of)
+from .tables import ApiKey, Tenant
 
 _KIND_TAG = {KIND_SECRET: "sec", KIND_PUBLISHABLE: "pub"}
 _TAG_KIND = {v: k for k, v in _KIND_TAG.items()}
@@ -60,6 +63,8 @@ class Caller:
     key_id: str
     hint: str
     scopes: tuple[str, ...] | None = None  # None: unrestricted
+    rate_limit: str | None = None  # the tenant's own limits; None: the deployment's
+    mint_rate_limit: str | None = None
 
 
 def bearer_key(authorization: str | None) -> str:
@@ -79,9 +84,14 @@ async def authenticate_key(session: AsyncSession, authorization: str | None) -> 
     invalid = ApiError(401, AUTHENTICATION, "api_key_invalid", "the API key is not valid")
     if parsed is None:
         raise invalid
-    row = (await session.execute(sa.select(ApiKey).where(ApiKey.key_hash == hash_api_key(key)))).scalar_one_or_none()
-    if row is None or (row.livemode, row.kind) != parsed:
+    # the tenant's rate limits in the same query: no second round trip per request
+    found = (await session.execute(
+        sa.select(ApiKey, Tenant.rate_limit, Tenant.mint_rate_limit)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.key_hash == hash_api_key(key)))).one_or_none()
+    if found is None or (found[0].livemode, found[0].kind) != parsed:
         raise invalid
+    row, rate_limit, mint_rate_limit = found
     hint = f"{row.prefix}_…{row.last4}"
     if row.revoked_at is not None:
         raise ApiError(401, AUTHENTICATION, "api_key_revoked", f"the API key {hint} was revoked")
@@ -91,7 +101,8 @@ async def authenticate_key(session: AsyncSession, authorization: str | None) -> 
                        f"{row.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}; "
                        "use the key that replaced it")
     return Caller(tenant_id=row.tenant_id, livemode=row.livemode, kind=row.kind, key_id=row.id, hint=hint,
-                  scopes=tuple(row.scopes) if row.scopes else None)
+                  scopes=tuple(row.scopes) if row.scopes else None, rate_limit=rate_limit,
+                  mint_rate_limit=mint_rate_limit)
 
 
 # --- shopper tokens -------------------------------------------------------------------------------
@@ -174,7 +185,8 @@ class ShopperTokens:
 # --- middleware -----------------------------------------------------------------------------------
 
 def auth_middleware() -> web.middleware:
-    """API key (401) → key kind for the route (403) → scope (403) → shopper token (401), in that order."""
+    """Failed-auth guard (429) → API key (401) → per-key rate limit (429) → key kind for the route and origin
+    (403) → scope (403) → shopper token (401), in that order."""
 
     @web.middleware
     async def auth(request: web.Request, handler) -> web.StreamResponse:
@@ -182,15 +194,28 @@ def auth_middleware() -> web.middleware:
         unmatched = request.match_info.http_exception is not None
         if endpoint is None and not unmatched:
             return await handler(request)  # public: /healthz, /readyz, /metrics
+        limiter = request.app[RATE_LIMITER]
+        await limiter.guard_address(request)  # before the key is looked at: guessing keys gets nowhere
         sessionmaker: async_sessionmaker[AsyncSession] = request.app[SESSIONMAKER]
         async with sessionmaker() as session:
-            caller = await authenticate_key(session, request.headers.get("Authorization"))
+            try:
+                caller = await authenticate_key(session, request.headers.get("Authorization"))
+            except ApiError:
+                await limiter.count_failed_auth(request)
+                raise
             request[CALLER] = caller
+            await limiter.check_key(request, caller.key_id, caller.kind == KIND_PUBLISHABLE,
+                                    endpoint is not None and endpoint.scope == MINT_SCOPE, caller.rate_limit,
+                                    caller.mint_rate_limit)
             if endpoint is None:
                 return await handler(request)  # an unknown route answers 404, but only to a key holder
             if caller.kind not in endpoint.keys:
                 raise ApiError(403, PERMISSION, "publishable_key_not_allowed",
                                "this route needs a secret key; publishable keys may only read the catalog")
+            if caller.kind == KIND_SECRET and browser_origin(request, request.app[SETTINGS].public_origin):
+                raise ApiError(403, PERMISSION, "secret_key_from_browser",
+                               "secret keys are for servers: a browser (cross-origin request) may use only a "
+                               "publishable key; call this route from your backend")
             if caller.scopes is not None and endpoint.scope not in caller.scopes:
                 raise ApiError(403, PERMISSION, "scope_missing",
                                f"this restricted key lacks the scope {endpoint.scope}")

@@ -5,6 +5,9 @@ from pydantic_settings import SettingsConfigDict
 
 from libs.runtime.settings import ServiceSettings
 
+from .cors import check_origin
+from .ratelimit import check_rate
+
 MIN_SECRET_CHARS = 32
 # Values people paste from examples; refusing them beats signing tokens anyone can forge.
 _KNOWN_UNSAFE = {"changeme", "change-me", "secret", "dev", "development", "test", "harmon"}
@@ -24,6 +27,26 @@ class Settings(ServiceSettings):
     idempotency_lease_s: float = Field(30.0, gt=0)
     idempotency_retention_h: float = Field(24.0, ge=24, description="records are kept at least this long")
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # rate limits, in limits' notation (`100/second`, `5/10 seconds`); a tenant's own replace the per-key two
+    rate_limit: str = Field("100/second", description="requests per API key (per key and address if publishable)")
+    mint_rate_limit: str = Field("20/second", description="POST /v1/shopper_tokens per API key, on top of rate_limit")
+    failed_auth_rate_limit: str = Field("20/minute", description="401s at the API-key step per client address")
+    rate_limit_storage: str = Field("memory://", description="limits storage URI: memory:// counts per instance; "
+                                                             "redis://… is shared by every instance")
+    forwarded_hops: int = Field(0, ge=0, le=10, description="trusted proxies in front: the client address is "
+                                                            "the X-Forwarded-For entry they wrote")
+    public_origin: str | None = Field(None, description="scheme://host[:port] the API is served at, behind a proxy; "
+                                                        "default: the request's own")
+
+    @field_validator("rate_limit", "mint_rate_limit", "failed_auth_rate_limit")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        return check_rate(v)
+
+    @field_validator("public_origin")
+    @classmethod
+    def _origin(cls, v: str | None) -> str | None:
+        return check_origin(v) if v else None
 
     @field_validator("signing_secret")
     @classmethod

@@ -14,6 +14,7 @@ INVALID_REQUEST = "invalid_request_error"
 AUTHENTICATION = "authentication_error"
 PERMISSION = "permission_error"
 IDEMPOTENCY = "idempotency_error"
+RATE_LIMIT = "rate_limit_error"
 API_ERROR = "api_error"
 
 

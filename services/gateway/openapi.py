@@ -22,7 +22,7 @@ from libs.contracts.ids import CART, CART_LINE, ORDER
 
 from . import objects, schemas
 from .auth import SHOPPER_HEADER
-from .errors import API_ERROR, AUTHENTICATION, IDEMPOTENCY, INVALID_REQUEST, PERMISSION, ApiError, invalid
+from .errors import API_ERROR, AUTHENTICATION, IDEMPOTENCY, INVALID_REQUEST, PERMISSION, RATE_LIMIT, ApiError, invalid
 from .idempotency import KEY_HEADER, MAX_KEY_CHARS, REPLAYED_HEADER, validate_key
 from .routes import expected_version, parse_body
 from .routes.carts import AddLineBody, ChangeLineBody
@@ -59,6 +59,9 @@ ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "over_credit_limit": (402, "over_credit_limit", None, "this order exceeds the available credit"),
     "publishable_key_not_allowed": (403, PERMISSION, None, "this route needs a secret key; publishable keys may "
                                                            "only read the catalog"),
+    "secret_key_from_browser": (403, PERMISSION, None, "secret keys are for servers: a browser (cross-origin "
+                                                       "request) may use only a publishable key; call this route "
+                                                       "from your backend"),
     "scope_missing": (403, PERMISSION, None, "this restricted key may not use this route"),
     "resource_missing": (404, INVALID_REQUEST, "cart_id", "no cart cart_01JD2Z3W5X7Y9Z1A3B5C7D9E1F"),
     "method_not_allowed": (405, INVALID_REQUEST, None, "PUT is not allowed here"),
@@ -72,6 +75,7 @@ ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "body_too_large": (413, INVALID_REQUEST, None, "the request body is over 65536 bytes"),
     "unsupported_media_type": (415, INVALID_REQUEST, None,
                                "send the body as JSON with 'Content-Type: application/json'"),
+    "rate_limited": (429, RATE_LIMIT, None, "too many requests with this API key; retry after 1 s"),
     "internal_error": (500, API_ERROR, None, "something went wrong on our side; it has been logged"),
     "upstream_timeout": (504, API_ERROR, None, "a service did not answer in time; retrying with the same "
                                                "Idempotency-Key is safe"),
@@ -179,6 +183,8 @@ HEADERS = {
     "RequestId": {"description": "this answer's id, also in the error object and the logs (a client's sane "
                                  "`X-Request-Id` is echoed)", "schema": {"type": "string"}},
     "ETag": {"description": "the cart's version, for `If-Match`", "schema": {"type": "string", "example": '"3"'}},
+    "RetryAfter": {"description": "whole seconds to wait before the next request can pass the rate limit",
+                   "schema": {"type": "integer", "minimum": 1}},
     "IdempotentReplayed": {"description": f"`true` when this is the stored answer of an earlier request with the "
                                           f"same `{KEY_HEADER}`", "schema": {"type": "string", "enum": ["true"]}},
 }
@@ -216,7 +222,8 @@ def catalogue_error(code: str) -> ApiError:
         return over_credit_limit(schemas.EXAMPLE_OVER_CREDIT_LIMIT)
     status, type_, param, message = ERRORS[code]
     extra = {"order_id": schemas.EXAMPLE_ORDER.order_id} if code == "cart_checked_out" else None
-    return ApiError(status, type_, code, message, param, extra=extra)
+    headers = {"Retry-After": "1"} if code == "rate_limited" else None
+    return ApiError(status, type_, code, message, param, extra=extra, headers=headers)
 
 
 def _refusal(attempt: Callable[[], object]) -> ApiError:
@@ -242,10 +249,10 @@ def input_refusals(model: type[BaseModel]) -> list[ApiError]:
 
 def endpoint_errors(method: str, path_params: list[str], endpoint: Endpoint, op: Operation) -> list[ApiError]:
     """An example of every refusal this operation can answer, in the order the checks run."""
-    codes = ["api_key_missing", "api_key_invalid", "api_key_revoked"]
+    codes = ["api_key_missing", "api_key_invalid", "api_key_revoked", "rate_limited"]
     if KIND_PUBLISHABLE not in endpoint.keys:
         codes.append("publishable_key_not_allowed")
-    codes.append("scope_missing")
+    codes += ["secret_key_from_browser", "scope_missing"]
     if endpoint.shopper == "required":
         codes.append("shopper_token_missing")
     if endpoint.shopper != "none":
@@ -300,9 +307,12 @@ def _responses(op: Operation, refusals: list[ApiError], method: str, endpoint: E
             name = e.code if e.code not in examples else f"{e.code} ({e.param})"
             examples[name] = {"summary": f"{e.type}: {e.code}" + (f" ({e.param})" if e.param else ""),
                               "value": e.body(RID)}
+        error_headers = {"Request-Id": {"$ref": "#/components/headers/RequestId"}}
+        if any("Retry-After" in e.headers for e in group):
+            error_headers["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
         responses[str(status)] = {
             "description": ", ".join(codes),
-            "headers": {"Request-Id": {"$ref": "#/components/headers/RequestId"}},
+            "headers": error_headers,
             "content": {JSON: {"schema": _ref(model), "examples": examples}},
         }
     return responses
@@ -356,9 +366,14 @@ secret keys (server-side only) may call every route, publishable keys only read 
 for a signed-in customer also take `{SHOPPER_HEADER}` (from `POST /v1/shopper_tokens`). In this reference,
 **Authorize** with a secret key (and a shopper token) and use **Try it out**: it calls this gateway.
 
-**Checks run in one order**, so every request has one answer: API key (401) → key kind and scope (403) →
-shopper token (401) → request validation (400/413/415, nothing stored) → idempotency (409) → the operation
-(404 for another customer's, tenant's or mode's object, then 409/402).
+**Checks run in one order**, so every request has one answer: too many failed authentications from this
+address (429) → API key (401) → the key's rate limit (429, with `Retry-After`) → key kind and scope (403; a
+secret key from a browser origin is `secret_key_from_browser`) → shopper token (401) → request validation
+(400/413/415, nothing stored) → idempotency (409) → the operation (404 for another customer's, tenant's or
+mode's object, then 409/402).
+
+**Browsers** (cross-origin requests) may use publishable keys only, on the catalog routes; those answer with
+`Access-Control-Allow-Origin`. Secret keys belong on your server.
 
 **Money** is integer minor units (cents) beside an ISO `currency`; times are ISO-8601 UTC; ids carry a prefix
 (`cart_`, `cli_`, `ord_`, `cus_`, `req_`).

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .correlator import Correlator
     from .idempotency import IdempotencyStore
+    from .ratelimit import RateLimiter
 
 SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -25,6 +26,7 @@ METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 SERVICE: web.AppKey["ServiceContext"] = web.AppKey("service")
 CORRELATOR: web.AppKey["Correlator"] = web.AppKey("correlator")
 IDEMPOTENCY: web.AppKey["IdempotencyStore"] = web.AppKey("idempotency")
+RATE_LIMITER: web.AppKey["RateLimiter"] = web.AppKey("rate_limiter")
 DRAINING = web.AppKey("draining", dict)  # {"draining": True} once shutdown starts, so /readyz fails first
 
 CALLER: web.RequestKey["Caller"] = web.RequestKey("caller")

@@ -22,6 +22,9 @@ class Tenant(Base, table=True):
     id: str = Field(primary_key=True)
     name: str
     created_at: datetime = Field(sa_column=_timestamp())
+    # this tenant's rate limits per API key (limits' notation, e.g. `500/second`); None: the deployment's
+    rate_limit: str | None = None
+    mint_rate_limit: str | None = None
 
 
 class ApiKey(Base, table=True):
