@@ -150,7 +150,7 @@ async def tenants_list(args: argparse.Namespace) -> int:
         print(json.dumps([{"id": t.id, "name": t.name, "created": _when(t.created_at), "rate_limit": t.rate_limit,
                            "mint_rate_limit": t.mint_rate_limit} for t in tenants], indent=2))
     else:
-        print(_table(("ID", "NAME", "CREATED", "RATE LIMIT", "MINT RATE LIMIT"),
+        print(_table(("ID", "NAME", "CREATED", "RATE_LIMIT", "MINT_RATE_LIMIT"),
                      [(t.id, t.name, _when(t.created_at), _limit_cell(t.rate_limit), _limit_cell(t.mint_rate_limit))
                       for t in tenants]))
     return 0

@@ -105,7 +105,7 @@ async def test_an_operator_manages_tenants_and_keys_with_the_harmon_command(harm
     tenant_id = created.out.strip()
     assert re.fullmatch(r"ten_[0-9A-Z]{26}", tenant_id), created.out
     tenants = (await harmon("tenants", "list", where=("--data-dir", str(stack.data_dir)))).ok()
-    assert tenants.out.splitlines()[0].split() == ["ID", "NAME", "CREATED"]
+    assert tenants.out.splitlines()[0].split() == ["ID", "NAME", "CREATED", "RATE_LIMIT", "MINT_RATE_LIMIT"]
     assert any(line.startswith(tenant_id) and "Ocho Rios Wholesale" in line for line in tenants.out.splitlines())
 
     (sec_id, sec), (pub_id, pub) = [created_key(run) for run in await asyncio.gather(
@@ -151,6 +151,23 @@ async def test_tenants_list_as_json(harmon) -> None:
     tenant_id = (await harmon("tenants", "create", "Listed as JSON")).ok().out.strip()
     listed = json.loads((await harmon("tenants", "list", "--json")).ok().out)
     assert {"id": tenant_id, "name": "Listed as JSON"}.items() <= next(t for t in listed if t["id"] == tenant_id).items()
+
+
+async def test_a_tenants_own_rate_limits_are_set_listed_and_enforced(harmon, http) -> None:
+    tenant_id = (await harmon("tenants", "create", "Limited", "--rate-limit", "2/minute")).ok().out.strip()
+    _, sec = await new_key(harmon, tenant_id)
+    assert [(await status_with(http, sec))[0] for _ in range(3)] == [200, 200, 429]
+    updated = (await harmon("tenants", "update", tenant_id, "--rate-limit", "default",
+                            "--mint-rate-limit", "5 per 10 seconds")).ok()
+    assert "rate limit default" in updated.out and "mint rate limit 5 per 10 seconds" in updated.out
+    assert (await status_with(http, sec))[0] == 200  # the next request already sees the change
+    listed = json.loads((await harmon("tenants", "list", "--json")).ok().out)
+    mine = next(t for t in listed if t["id"] == tenant_id)
+    assert (mine["rate_limit"], mine["mint_rate_limit"]) == (None, "5 per 10 seconds")
+    bad = await harmon("tenants", "update", tenant_id, "--rate-limit", "lots")
+    assert bad.code == 2 and "not a rate limit: 'lots'" in bad.err
+    assert (await harmon("tenants", "update", tenant_id)).code == 2
+    assert (await harmon("tenants", "update", "ten_nobody", "--rate-limit", "1/second")).code == 1
 
 
 async def test_revoking_stops_that_key_only_and_is_idempotent(harmon, http) -> None:
