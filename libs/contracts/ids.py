@@ -16,6 +16,7 @@ REQUEST = "req"
 MESSAGE = "msg"
 CHECKOUT = "chk"
 RESERVATION = "res"
+TENANT_SIGNING_KEY = "tsk"
 
 
 def new_id(prefix: str) -> str:

@@ -300,3 +300,88 @@ def add_admin_parsers(commands: Any) -> None:
     for parser in (*tenant_actions.choices.values(), *key_actions.choices.values()):
         _add_database_options(parser)
         parser.set_defaults(run=run_admin)
+
+
+# --- harmon signing-keys: tenants' own public keys for shopper tokens ----------------------------------
+
+def _signing_key_status(row: Any) -> str:
+    return f"revoked {_when(row.revoked_at)}" if row.revoked_at is not None else "active"
+
+
+async def signing_keys_add(args: argparse.Namespace) -> int:
+    from services.gateway import admin
+
+    try:
+        pem = Path(args.public_key).read_bytes()[:admin.MAX_PUBLIC_KEY_CHARS + 1]
+    except OSError as exc:
+        raise CommandError(f"--public-key: cannot read {args.public_key}: {exc.strerror}", EXIT_USAGE) from None
+    async with gateway_session(args) as session:
+        row = await admin.add_signing_key(session, args.tenant, args.mode == "live", args.kid, args.alg, pem)
+    print(row.id)
+    mode = "live" if row.livemode else "test"
+    print(f"registered {row.id}: {row.algorithm} key {row.kid!r} ({admin.key_fingerprint(row.public_key)}, "
+          f"{mode} mode) for tenant {row.tenant_id}.\nTokens your backend signs with its private key need the "
+          f"header kid {row.kid!r} and the claims iss={row.tenant_id}, aud=harmon:{row.tenant_id}:{mode}, sub, "
+          "iat, exp, jti.", file=sys.stderr)
+    return 0
+
+
+async def signing_keys_list(args: argparse.Namespace) -> int:
+    from services.gateway import admin
+
+    async with gateway_session(args) as session:
+        keys = await admin.list_signing_keys(session, args.tenant)
+    rows = [{"id": k.id, "kid": k.kid, "algorithm": k.algorithm, "mode": "live" if k.livemode else "test",
+             "fingerprint": admin.key_fingerprint(k.public_key), "created": _when(k.created_at),
+             "status": _signing_key_status(k)} for k in keys]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        print(_table(("ID", "KID", "ALG", "MODE", "FINGERPRINT", "CREATED", "STATUS"),
+                     [(r["id"], r["kid"], r["algorithm"], r["mode"], r["fingerprint"], r["created"], r["status"])
+                      for r in rows]))
+    return 0
+
+
+async def signing_keys_revoke(args: argparse.Namespace) -> int:
+    from services.gateway import admin
+
+    async with gateway_session(args) as session:
+        revoked = await admin.revoke_signing_key(session, args.key_id)
+        row = await admin.get_signing_key(session, args.key_id)
+    if revoked:
+        print(f"revoked {row.id} (kid {row.kid!r}): tokens it signed are refused from now on")
+    else:
+        print(f"{row.id} (kid {row.kid!r}) was already revoked at {_when(row.revoked_at)}")
+    return 0
+
+
+def add_signing_key_parsers(commands: Any) -> None:
+    from services.gateway.auth import TENANT_ALGORITHMS  # noqa: PLC0415
+
+    group = commands.add_parser(
+        "signing-keys", help="a tenant's own public keys (RS256/ES256) for shopper tokens its backend signs",
+        description="Register the PUBLIC half of a key pair; the tenant's backend keeps the private key and signs "
+                    "shopper tokens itself (header kid, claims iss=<tenant id>, aud=harmon:<tenant id>:<mode>, sub, "
+                    "iat, exp, jti). Private keys are refused.")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="register a public key; prints its tsk_… id")
+    add.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    mode = add.add_mutually_exclusive_group()
+    mode.add_argument("--mode", choices=("test", "live"), default="test", help="default: test")
+    mode.add_argument("--live", dest="mode", action="store_const", const="live", help="same as --mode live")
+    add.add_argument("--kid", required=True, metavar="KID", help="the kid your tokens' header will carry")
+    add.add_argument("--alg", required=True, choices=TENANT_ALGORITHMS,
+                     help="RS256 (RSA, 2048 bits or more) or ES256 (EC P-256)")
+    add.add_argument("--public-key", required=True, metavar="FILE", help="PEM file of the public key")
+    add.set_defaults(admin=signing_keys_add)
+    listing = actions.add_parser("list", help="a tenant's signing keys: id, kid, algorithm, mode, fingerprint")
+    listing.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    listing.set_defaults(admin=signing_keys_list)
+    revoke = actions.add_parser("revoke", help="refuse tokens signed with this key from now on")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="tsk_… (from harmon signing-keys list)")
+    revoke.set_defaults(admin=signing_keys_revoke)
+    for parser in actions.choices.values():
+        _add_database_options(parser)
+        parser.set_defaults(run=run_admin)

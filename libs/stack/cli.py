@@ -22,7 +22,7 @@ from typing import Any
 
 from libs.contracts.topics import all_topic_names
 
-from .admin_cli import add_admin_parsers
+from .admin_cli import add_admin_parsers, add_signing_key_parsers
 from .supervisor import DEFAULT_PARTITIONS, SERVICES, Stack, migrate
 
 log = logging.getLogger("harmon.cli")
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     spec.set_defaults(run=run_asyncapi)
 
     add_admin_parsers(commands)
+    add_signing_key_parsers(commands)
     return parser
 
 

@@ -1,22 +1,27 @@
-"""Tenants and API keys, for the `harmon` CLI and tests. A full key is returned once and never stored.
+"""Tenants, API keys and tenants' token signing keys, for the `harmon` CLI and tests. A full API key is
+returned once and never stored; of a signing key only the public half is ever accepted.
 
 Unknown tenants and keys raise LookupError; a request that cannot be granted (bad kind or scope, a
 revoked key to rotate) raises ValueError. Messages name keys by prefix and last four, never in full.
 """
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.contracts.ids import API_KEY, TENANT, new_id
+from libs.contracts.ids import API_KEY, TENANT, TENANT_SIGNING_KEY, new_id
 
-from .auth import generate_api_key, hash_api_key, key_prefix
+from .auth import (
+    DEPLOYMENT_KID_PREFIX, TENANT_KID_PATTERN, generate_api_key, hash_api_key, key_prefix, load_public_key,
+)
 from .ratelimit import check_rate
 from .state import KIND_PUBLISHABLE, KIND_SECRET, SCOPES
-from .tables import ApiKey, Tenant
+from .tables import ApiKey, Tenant, TenantSigningKey
 
 KIND_RESTRICTED = "restricted"  # a secret key (hk_<mode>_sec_…) whose row lists its scopes
 KINDS = (KIND_SECRET, KIND_PUBLISHABLE, KIND_RESTRICTED)
@@ -188,3 +193,77 @@ async def rotate_api_key(session: AsyncSession, key_id: str, overlap: timedelta)
     session.add(row)
     await session.commit()
     return replace(issued, replaces=old.id)
+
+
+# --- tenants' signing keys ------------------------------------------------------------------------
+
+MAX_PUBLIC_KEY_CHARS = 16 * 1024
+
+
+def key_fingerprint(public_key_pem: str) -> str:
+    """SHA-256 of the key's DER SubjectPublicKeyInfo, first 16 hex digits: tells keys apart in lists."""
+    der = serialization.load_pem_public_key(public_key_pem.encode()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()[:16]
+
+
+def check_public_key(pem: str | bytes, algorithm: str) -> str:
+    """The key as a SubjectPublicKeyInfo PEM if it fits `algorithm`; ValueError (never quoting the input) if not."""
+    if isinstance(pem, bytes):
+        try:
+            pem = pem.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError("not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    if len(pem) > MAX_PUBLIC_KEY_CHARS:
+        raise ValueError(f"a public key PEM is at most {MAX_PUBLIC_KEY_CHARS} characters")
+    key = load_public_key(pem, algorithm)
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+async def add_signing_key(session: AsyncSession, tenant_id: str, livemode: bool, kid: str, algorithm: str,
+                          public_key_pem: str | bytes) -> TenantSigningKey:
+    """Register a tenant's public key: tokens whose header names `kid` verify with it, for this mode only."""
+    if not TENANT_KID_PATTERN.match(kid) or kid.startswith(DEPLOYMENT_KID_PREFIX):
+        raise ValueError(f"a kid is 1 to 64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit), "
+                         f"not starting with {DEPLOYMENT_KID_PREFIX!r} (the deployment's own keys)")
+    public_key = check_public_key(public_key_pem, algorithm)
+    await get_tenant(session, tenant_id)
+    taken = await session.execute(sa.select(TenantSigningKey.id).where(
+        TenantSigningKey.tenant_id == tenant_id, TenantSigningKey.livemode == livemode, TenantSigningKey.kid == kid))
+    if taken.first() is not None:
+        raise ValueError(f"tenant {tenant_id} already has a {'live' if livemode else 'test'} signing key {kid!r} "
+                         "(a kid is never reused, even once revoked): choose another kid")
+    row = TenantSigningKey(id=new_id(TENANT_SIGNING_KEY), tenant_id=tenant_id, livemode=livemode, kid=kid,
+                           algorithm=algorithm, public_key=public_key, created_at=datetime.now(UTC))
+    session.add(row)
+    try:
+        await session.commit()
+    except sa.exc.IntegrityError:  # the same kid registered at the same moment
+        await session.rollback()
+        raise ValueError(f"tenant {tenant_id} already has a signing key {kid!r}: choose another kid") from None
+    return row
+
+
+async def list_signing_keys(session: AsyncSession, tenant_id: str) -> list[TenantSigningKey]:
+    """A tenant's signing keys of both modes, oldest first, revoked ones included."""
+    await get_tenant(session, tenant_id)
+    rows = await session.execute(sa.select(TenantSigningKey).where(TenantSigningKey.tenant_id == tenant_id)
+                                 .order_by(TenantSigningKey.created_at, TenantSigningKey.id))
+    return list(rows.scalars())
+
+
+async def get_signing_key(session: AsyncSession, key_id: str) -> TenantSigningKey:
+    row = await session.get(TenantSigningKey, key_id)
+    if row is None:
+        raise LookupError(f"no signing key {key_id}")
+    return row
+
+
+async def revoke_signing_key(session: AsyncSession, key_id: str) -> bool:
+    """Tokens naming its kid are refused from the next request on; False if unknown or already revoked."""
+    result = await session.execute(
+        sa.update(TenantSigningKey).where(TenantSigningKey.id == key_id, TenantSigningKey.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    await session.commit()
+    return result.rowcount == 1

@@ -182,7 +182,10 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[TOKENS] = ShopperTokens(settings.signing_secret.get_secret_value(), settings.issuer, settings.token_ttl_s)
+    app[TOKENS] = ShopperTokens(
+        settings.signing_secret.get_secret_value(), settings.issuer, settings.token_ttl_s,
+        previous_secrets=[s.get_secret_value() for s in settings.previous_signing_secrets],
+        tenant_max_lifetime_s=settings.tenant_token_max_lifetime_s)
     app[METRICS] = Metrics.create()
     app[HTTP_METRICS] = HttpMetrics(app[METRICS])
     app[RATE_LIMITER] = RateLimiter(

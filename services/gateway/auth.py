@@ -3,12 +3,18 @@
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import jwt
 import sqlalchemy as sa
 from aiohttp import web
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.contracts.ids import new_id
@@ -19,13 +25,17 @@ from .cors import browser_origin
 from .ratelimit import MINT_SCOPE
 from .state import (CALLER, KIND_PUBLISHABLE, KIND_SECRET, RATE_LIMITER, SESSIONMAKER, SETTINGS, SHOPPER, TOKENS,
                     endpoint_of)
-from .tables import ApiKey, Tenant
+from .tables import ApiKey, Tenant, TenantSigningKey
 
 _KIND_TAG = {KIND_SECRET: "sec", KIND_PUBLISHABLE: "pub"}
 _TAG_KIND = {v: k for k, v in _KIND_TAG.items()}
 API_KEY_PATTERN = re.compile(r"^hk_(test|live)_(sec|pub)_[A-Za-z0-9_-]{32,128}$")
 SHOPPER_HEADER = "X-Storefront-Shopper-Token"
-ALGORITHMS = ["HS256"]  # the only algorithm accepted, whatever a token's header claims
+# a deployment kid accepts HS256 only, a tenant's kid only the algorithm registered with it
+TENANT_ALGORITHMS = ("RS256", "ES256")
+DEPLOYMENT_KID_PREFIX = "hs256-"  # reserved: a tenant's kid never starts with it
+TENANT_KID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+MIN_RSA_BITS, MAX_RSA_BITS = 2048, 8192
 LEEWAY_S = 5
 MAX_TOKEN_CHARS = 4096
 
@@ -121,23 +131,70 @@ class MintedToken:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class TenantKey:
+    """A public key a tenant registered (tenant_signing_keys) so its own backend signs shopper tokens."""
+
+    id: str
+    tenant_id: str
+    livemode: bool
+    kid: str
+    algorithm: str  # one of TENANT_ALGORITHMS: the only one its tokens may use
+    public_key: str  # PEM
+
+
 def key_id_for(secret: str) -> str:
     # derived, so rotating the secret changes the kid and old tokens fail as "unknown key"
-    return "hs256-" + hashlib.sha256(b"harmon-kid:" + secret.encode()).hexdigest()[:16]
+    return DEPLOYMENT_KID_PREFIX + hashlib.sha256(b"harmon-kid:" + secret.encode()).hexdigest()[:16]
 
 
 def audience(tenant_id: str, livemode: bool) -> str:
     return f"harmon:{tenant_id}:{'live' if livemode else 'test'}"
 
 
-class ShopperTokens:
-    """HS256 shopper JWTs: iss, aud `harmon:<tenant>:<mode>`, sub customer, iat, exp, jti; header kid."""
+def _invalid(why: str) -> ApiError:
+    return ApiError(401, AUTHENTICATION, "shopper_token_invalid", f"the shopper token is not valid: {why}")
 
-    def __init__(self, secret: str, issuer: str, ttl_s: int):
+
+@lru_cache(maxsize=1024)
+def load_public_key(pem: str, algorithm: str) -> PublicKeyTypes:
+    """The key of `pem` if it fits `algorithm` (RS256: RSA ≥ 2048 bits; ES256: EC P-256), else ValueError.
+
+    A private key is refused without being parsed: only public keys are ever registered or stored."""
+    if algorithm not in TENANT_ALGORITHMS:
+        raise ValueError(f"the algorithm must be one of {', '.join(TENANT_ALGORITHMS)}, not {algorithm!r}")
+    if "PRIVATE KEY" in pem:
+        raise ValueError("this is a private key: register its public half only "
+                         "(openssl pkey -in private.pem -pubout) and keep the private key with your backend")
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    if algorithm == "RS256":
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError("RS256 needs an RSA public key")
+        if not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
+            raise ValueError(f"an RS256 key has {MIN_RSA_BITS} to {MAX_RSA_BITS} bits, not {key.key_size}")
+    elif not (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):
+        raise ValueError("ES256 needs an EC public key on the P-256 curve (secp256r1)")
+    return key
+
+
+class ShopperTokens:
+    """Shopper JWTs: iss, aud `harmon:<tenant>:<mode>`, sub customer, iat, exp, jti; header kid.
+
+    The deployment signs with its current HS256 secret and still accepts its previous ones (rotation);
+    a tenant's own RS256/ES256 key (TenantKey) is accepted for that tenant and mode only, with `iss` =
+    the tenant id and a lifetime (exp - iat) of at most `tenant_max_lifetime_s`. The kid chooses the
+    key, and the key alone chooses the one algorithm accepted, whatever the token's header claims."""
+
+    def __init__(self, secret: str, issuer: str, ttl_s: int, *, previous_secrets: Iterable[str] = (),
+                 tenant_max_lifetime_s: int = 3600):
         self._kid = key_id_for(secret)
-        self._keys = {self._kid: secret}
+        self._secrets = {**{key_id_for(s): s for s in previous_secrets}, self._kid: secret}
         self.issuer = issuer
         self.ttl_s = ttl_s
+        self.tenant_max_lifetime_s = tenant_max_lifetime_s
 
     def mint(self, tenant_id: str, livemode: bool, customer_id: str, *, now: datetime | None = None) -> MintedToken:
         issued = int((now or datetime.now(UTC)).timestamp())
@@ -145,41 +202,82 @@ class ShopperTokens:
             "iss": self.issuer, "aud": audience(tenant_id, livemode), "sub": customer_id,
             "iat": issued, "exp": issued + self.ttl_s, "jti": new_id("jti"),
         }
-        token = jwt.encode(claims, self._keys[self._kid], algorithm="HS256", headers={"kid": self._kid})
+        token = jwt.encode(claims, self._secrets[self._kid], algorithm="HS256", headers={"kid": self._kid})
         return MintedToken(token=token, customer_id=customer_id,
                            expires_at=datetime.fromtimestamp(claims["exp"], UTC))
 
-    def verify(self, token: str, tenant_id: str, livemode: bool) -> Shopper:
-        """The token's customer, if the token is ours, for this tenant and mode, and not expired."""
-        def invalid(why: str) -> ApiError:
-            return ApiError(401, AUTHENTICATION, "shopper_token_invalid", f"the shopper token is not valid: {why}")
-
+    def signing_key_id(self, token: str) -> str:
+        """The kid in the token's header (unverified: it only chooses the key); 401 if there is none."""
         if not token or len(token) > MAX_TOKEN_CHARS:
-            raise invalid("malformed")
+            raise _invalid("malformed")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
-            raise invalid("malformed") from None
-        key = self._keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
-        if key is None:
-            raise invalid("unknown signing key")
+            raise _invalid("malformed") from None
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _invalid("unknown signing key")
+        return kid
+
+    def is_deployment_key(self, kid: str) -> bool:
+        return kid in self._secrets
+
+    def verify(self, token: str, tenant_id: str, livemode: bool, tenant_key: TenantKey | None = None) -> Shopper:
+        """The token's customer, if it is signed by one of our keys or by `tenant_key` (the tenant's key its kid
+        names, looked up by the caller), for this tenant and mode, within its lifetime and not expired."""
+        kid = self.signing_key_id(token)
+        max_lifetime = None
+        if kid in self._secrets:
+            key, algorithm, issuer = self._secrets[kid], "HS256", self.issuer
+        elif tenant_key is not None and (tenant_key.kid, tenant_key.tenant_id, tenant_key.livemode) == (
+                kid, tenant_id, livemode):
+            key, algorithm, issuer = load_public_key(tenant_key.public_key, tenant_key.algorithm), \
+                tenant_key.algorithm, tenant_id
+            max_lifetime = self.tenant_max_lifetime_s
+        else:
+            raise _invalid("unknown signing key")
         try:
             claims = jwt.decode(
-                token, key, algorithms=ALGORITHMS, audience=audience(tenant_id, livemode), issuer=self.issuer,
+                token, key, algorithms=[algorithm], audience=audience(tenant_id, livemode), issuer=issuer,
                 leeway=LEEWAY_S, options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
             )
         except jwt.ExpiredSignatureError:
             raise ApiError(401, AUTHENTICATION, "shopper_token_expired",
                            "the shopper token has expired; mint a new one") from None
         except jwt.InvalidAudienceError:
-            raise invalid("issued for another tenant or mode") from None
+            raise _invalid("issued for another tenant or mode") from None
         except jwt.InvalidTokenError as e:
-            raise invalid(type(e).__name__) from None
+            raise _invalid(type(e).__name__) from None
+        expires, issued = int(claims["exp"]), int(claims["iat"])  # both checked as integers by decode
+        if max_lifetime is not None and expires - issued > max_lifetime:
+            raise _invalid(f"it lives longer than {max_lifetime} s (exp - iat)")
         sub = claims["sub"]
         if not isinstance(sub, str) or not sub.startswith("cus_"):
-            raise invalid("bad subject")
-        return Shopper(customer_id=sub, token_id=str(claims["jti"]),
-                       expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+            raise _invalid("bad subject")
+        return Shopper(customer_id=sub, token_id=str(claims["jti"]), expires_at=datetime.fromtimestamp(expires, UTC))
+
+
+async def find_tenant_key(session: AsyncSession, tenant_id: str, livemode: bool, kid: str) -> TenantKey | None:
+    """The tenant's unrevoked signing key of this mode named `kid`, if any."""
+    if not TENANT_KID_PATTERN.match(kid):
+        return None  # not a kid anyone could have registered: spare the query
+    row = (await session.execute(sa.select(TenantSigningKey).where(
+        TenantSigningKey.tenant_id == tenant_id, TenantSigningKey.livemode == livemode, TenantSigningKey.kid == kid,
+        TenantSigningKey.revoked_at.is_(None),
+    ))).scalar_one_or_none()
+    if row is None:
+        return None
+    return TenantKey(id=row.id, tenant_id=row.tenant_id, livemode=row.livemode, kid=row.kid,
+                     algorithm=row.algorithm, public_key=row.public_key)
+
+
+async def verify_shopper_token(session: AsyncSession, tokens: ShopperTokens, token: str, caller: Caller) -> Shopper:
+    """A deployment kid verifies without the database; any other kid is one query for the caller's tenant key."""
+    kid = tokens.signing_key_id(token)
+    tenant_key = None
+    if not tokens.is_deployment_key(kid):
+        tenant_key = await find_tenant_key(session, caller.tenant_id, caller.livemode, kid)
+    return tokens.verify(token, caller.tenant_id, caller.livemode, tenant_key)
 
 
 # --- middleware -----------------------------------------------------------------------------------
@@ -224,7 +322,7 @@ def auth_middleware() -> web.middleware:
                 raise ApiError(401, AUTHENTICATION, "shopper_token_missing",
                                f"this route acts for a signed-in customer: send {SHOPPER_HEADER}")
             if token and endpoint.shopper != "none":
-                shopper = request.app[TOKENS].verify(token, caller.tenant_id, caller.livemode)
+                shopper = await verify_shopper_token(session, request.app[TOKENS], token, caller)
                 if not await is_active_customer(session, caller.tenant_id, caller.livemode, shopper.customer_id):
                     raise ApiError(401, AUTHENTICATION, "shopper_token_invalid",
                                    "the shopper token is not valid: its customer is unknown or inactive")

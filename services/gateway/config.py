@@ -1,7 +1,9 @@
 from pathlib import Path
 
+from typing import Annotated
+
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from libs.runtime.settings import ServiceSettings
 
@@ -11,6 +13,11 @@ from .ratelimit import check_rate
 MIN_SECRET_CHARS = 32
 # Values people paste from examples; refusing them beats signing tokens anyone can forge.
 _KNOWN_UNSAFE = {"changeme", "change-me", "secret", "dev", "development", "test", "harmon"}
+MAX_PREVIOUS_SECRETS = 4
+
+
+def _weak(raw: str) -> bool:
+    return len(raw) < MIN_SECRET_CHARS or raw.strip().lower() in _KNOWN_UNSAFE or len(set(raw)) < 8
 
 
 class Settings(ServiceSettings):
@@ -20,8 +27,12 @@ class Settings(ServiceSettings):
     port: int = Field(0, ge=0, le=65535, description="0: any free port (logged, and written to port_file)")
     port_file: Path | None = Field(None, description="where to write the bound port, for harnesses")
     signing_secret: SecretStr = Field(description="HS256 key of shopper tokens: at least 32 random characters")
+    # verify-only, for rotation: tokens signed with these still pass until they expire (comma-separated in env)
+    previous_signing_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     issuer: str = Field("harmon", min_length=1)
     token_ttl_s: int = Field(900, ge=60, le=86_400)
+    # exp - iat of a token a tenant signs with its own key: a leaked token must not outlive the hour
+    tenant_token_max_lifetime_s: int = Field(3600, ge=60, le=86_400)
     request_timeout_s: float = Field(10.0, gt=0)
     checkout_timeout_s: float = Field(15.0, gt=0)
     idempotency_lease_s: float = Field(30.0, gt=0)
@@ -51,12 +62,29 @@ class Settings(ServiceSettings):
     @field_validator("signing_secret")
     @classmethod
     def _strong_secret(cls, v: SecretStr) -> SecretStr:
-        raw = v.get_secret_value()
-        if len(raw) < MIN_SECRET_CHARS or raw.strip().lower() in _KNOWN_UNSAFE or len(set(raw)) < 8:
+        if _weak(v.get_secret_value()):
             raise ValueError(
                 f"HARMON_GATEWAY_SIGNING_SECRET must be at least {MIN_SECRET_CHARS} random characters "
                 "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+        return v
+
+    @field_validator("previous_signing_secrets", mode="before")
+    @classmethod
+    def _split_previous(cls, v: object) -> object:
+        if isinstance(v, str):  # the env form: secret1,secret2 (url-safe secrets hold no commas)
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("previous_signing_secrets")
+    @classmethod
+    def _strong_previous(cls, v: list[SecretStr]) -> list[SecretStr]:
+        if len(v) > MAX_PREVIOUS_SECRETS:
+            raise ValueError(f"at most {MAX_PREVIOUS_SECRETS} previous signing secrets: drop those older than the token TTL")
+        for i, secret in enumerate(v, 1):
+            if _weak(secret.get_secret_value()):
+                raise ValueError(f"HARMON_GATEWAY_PREVIOUS_SIGNING_SECRETS: secret #{i} is weak; each must be at "
+                                 f"least {MIN_SECRET_CHARS} random characters")
         return v
 
     @model_validator(mode="after")

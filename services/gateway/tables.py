@@ -1,4 +1,5 @@
-"""Tables the gateway owns: tenants, hashed API keys, its copy of ERP customers, idempotency records."""
+"""Tables the gateway owns: tenants, hashed API keys, tenants' token signing keys, its copy of ERP customers,
+idempotency records."""
 
 from datetime import datetime
 
@@ -45,6 +46,21 @@ class ApiKey(Base, table=True):
     # set when the key is rotated: it keeps working until then, so clients can move to its successor
     expires_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     created_at: datetime = Field(sa_column=_timestamp())
+
+
+class TenantSigningKey(Base, table=True):
+    """A public key a tenant registered so its own backend signs shopper tokens; only public keys are kept."""
+
+    __tablename__ = "tenant_signing_keys"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "livemode", "kid"),)
+    id: str = Field(primary_key=True)
+    tenant_id: str = Field(foreign_key="tenants.id")
+    livemode: bool
+    kid: str  # the JWT header's kid; never reused within a tenant and mode, even after revocation
+    algorithm: str  # RS256 | ES256: the only algorithm its tokens may use
+    public_key: str  # SubjectPublicKeyInfo PEM
+    created_at: datetime = Field(sa_column=_timestamp())
+    revoked_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
 
 
 class Customer(Base, table=True):
