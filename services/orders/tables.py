@@ -35,8 +35,8 @@ class Checkout(Base, table=True):
     __table_args__ = (
         sa.Index("checkouts_idempotency", "tenant_id", "livemode", "idempotency_key", unique=True,
                  postgresql_where=sa.text("idempotency_key IS NOT NULL")),
-        # one saga at a time may hold a cart
-        sa.Index("checkouts_active_cart", "cart_id", unique=True,
+        # one saga at a time may hold a cart; scoped, so another tenant naming the same cart id cannot block it
+        sa.Index("checkouts_active_cart", "tenant_id", "livemode", "cart_id", unique=True,
                  postgresql_where=sa.text("state IN ('freezing', 'pricing', 'reserving')")),
         sa.Index("checkouts_deadline", "step_deadline",
                  postgresql_where=sa.text("state IN ('freezing', 'pricing', 'reserving')")),
@@ -69,11 +69,14 @@ class Checkout(Base, table=True):
 
 class Order(Base, table=True):
     __tablename__ = "orders"
-    __table_args__ = (sa.Index("orders_customer", "tenant_id", "livemode", "customer_id", "id"),)
+    __table_args__ = (
+        sa.Index("orders_customer", "tenant_id", "livemode", "customer_id", "id"),
+        sa.Index("orders_cart", "tenant_id", "livemode", "cart_id", unique=True),  # one cart, at most one order
+    )
     id: str = Field(primary_key=True)
     tenant_id: str
     livemode: bool
-    cart_id: str = Field(unique=True)  # one cart becomes at most one order
+    cart_id: str
     checkout_id: str
     customer_id: str
     bill_to_id: str
