@@ -17,6 +17,7 @@ from functools import lru_cache
 from aiohttp import web
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from prometheus_client import Counter
 
@@ -50,6 +51,15 @@ def check_rate(text: str) -> str:
 def async_storage_uri(uri: str) -> str:
     """limits names its asyncio storages `async+<scheme>://`; operators write the plain `memory://`, `redis://…`."""
     return uri if uri.startswith("async+") else f"async+{uri}"
+
+
+def check_storage(uri: str) -> str:
+    """The URI, if limits has a storage for it and its client library is installed; ValueError otherwise."""
+    try:
+        storage_from_string(async_storage_uri(uri))
+    except ConfigurationError as e:  # an unknown scheme, or e.g. redis without `limits[async-redis]`
+        raise ValueError(f"rate limit storage {uri.split('://')[0]!r}: {e}") from None
+    return uri
 
 
 def client_address(request: web.Request, forwarded_hops: int) -> str:
