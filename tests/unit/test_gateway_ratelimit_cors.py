@@ -109,6 +109,11 @@ async def test_over_the_limit_is_429_rate_limited_with_an_honest_retry_after():
         await limiter.check_key(request, "key_3", False, False, "3/minute", None)
     with pytest.raises(ApiError):
         await limiter.check_key(request, "key_3", False, False, "3/minute", None)
+    # a stored limit that does not parse falls back to the default rather than failing every request
+    for _ in range(2):  # the default mint limit, 2/30 seconds
+        await limiter.check_key(request, "key_4", False, True, None, "lots")
+    with pytest.raises(ApiError):
+        await limiter.check_key(request, "key_4", False, True, None, "lots")
 
 
 async def test_publishable_keys_are_counted_per_address():
