@@ -8,7 +8,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from libs.runtime.settings import ServiceSettings
 
 from .cors import check_origin
-from .ratelimit import check_rate
+from .ratelimit import check_rate, check_storage
 
 MIN_SECRET_CHARS = 32
 # Values people paste from examples; refusing them beats signing tokens anyone can forge.
@@ -53,6 +53,11 @@ class Settings(ServiceSettings):
     @classmethod
     def _rate(cls, v: str) -> str:
         return check_rate(v)
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        return check_storage(v)
 
     @field_validator("public_origin")
     @classmethod

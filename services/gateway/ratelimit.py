@@ -9,6 +9,7 @@ The moving window's reset (oldest request in the window + T) is exact, so `Retry
 until the next request can pass.
 """
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from functools import lru_cache
 from aiohttp import web
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from prometheus_client import Counter
 
@@ -24,9 +26,11 @@ from libs.runtime.metrics import Metrics
 
 from .errors import RATE_LIMIT, ApiError
 
-# why a request was refused; the label of harmon_rate_limited_total
 MINT_SCOPE = "shopper_tokens:write"  # the route that mints shopper tokens has the stricter limit too
+# why a request was refused; the label of harmon_rate_limited_total
 REASON_KEY, REASON_MINT, REASON_FAILED_AUTH = "key", "token_mint", "failed_auth"
+
+log = logging.getLogger("harmon.gateway.ratelimit")
 
 
 @lru_cache(maxsize=1024)
@@ -50,6 +54,15 @@ def check_rate(text: str) -> str:
 def async_storage_uri(uri: str) -> str:
     """limits names its asyncio storages `async+<scheme>://`; operators write the plain `memory://`, `redis://…`."""
     return uri if uri.startswith("async+") else f"async+{uri}"
+
+
+def check_storage(uri: str) -> str:
+    """The URI, if limits has a storage for it and its client library is installed; ValueError otherwise."""
+    try:
+        storage_from_string(async_storage_uri(uri))
+    except ConfigurationError as e:  # an unknown scheme, or e.g. redis without `limits[async-redis]`
+        raise ValueError(f"rate limit storage {uri.split('://')[0]!r}: {e}") from None
+    return uri
 
 
 def client_address(request: web.Request, forwarded_hops: int) -> str:
@@ -92,6 +105,15 @@ class RateLimiter:
         for reason in (REASON_KEY, REASON_MINT, REASON_FAILED_AUTH):
             self._refused.labels(reason=reason)
 
+    @staticmethod
+    def _tenants(own: str | None, default: str) -> RateLimitItem:
+        if own:
+            try:
+                return parse_rate(own)
+            except ValueError:  # written around `harmon tenants`, which checks; the default beats a 500 per request
+                log.warning("a tenant's rate limit %r does not parse; using the default %s", own, default)
+        return parse_rate(default)
+
     async def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
         reset, _ = await self._limiter.get_window_stats(item, *identifiers)
         return max(1, math.ceil(reset - time.time()))
@@ -117,10 +139,10 @@ class RateLimiter:
         """Count this request against its key (and, minting a shopper token, the stricter minting limit)."""
         # A publishable key is shared by every shopper's browser: each address gets its own allowance.
         who = (key_id, client_address(request, self.forwarded_hops)) if publishable else (key_id,)
-        item = parse_rate(per_key or self.defaults.per_key)
+        item = self._tenants(per_key, self.defaults.per_key)
         if not await self._limiter.hit(item, "key", *who):
             raise await self._refuse(REASON_KEY, item, "with this API key", "key", *who)
         if minting:
-            item = parse_rate(token_mints or self.defaults.token_mints)
+            item = self._tenants(token_mints, self.defaults.token_mints)
             if not await self._limiter.hit(item, "mint", *who):
                 raise await self._refuse(REASON_MINT, item, "minting shopper tokens with this API key", "mint", *who)

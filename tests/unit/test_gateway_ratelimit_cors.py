@@ -28,6 +28,24 @@ def test_a_bad_rate_is_refused_and_the_gateway_will_not_start_with_it(text):
         Settings(database_url="postgresql://u@h/d", signing_secret=SECRET, rate_limit=text)
 
 
+@pytest.mark.parametrize("uri", ["nosuch://cache", "redis+nosuch://cache"])
+def test_an_unknown_storage_stops_the_gateway_at_start(uri):
+    with pytest.raises(ValueError, match="rate limit storage"):
+        Settings(database_url="postgresql://u@h/d", signing_secret=SECRET, rate_limit_storage=uri)
+
+
+def test_the_reference_documents_429_with_retry_after_and_the_browser_refusal_on_every_operation():
+    from services.gateway.app import create_app
+    from services.gateway.routes.docs import OPENAPI
+
+    doc = create_app(Settings(database_url="postgresql://u@h/d", signing_secret=SECRET))[OPENAPI]
+    operations = [op for item in doc["paths"].values() for op in item.values() if "responses" in op]
+    assert len(operations) >= 11
+    for op in operations:
+        assert "Retry-After" in op["responses"]["429"]["headers"], op["operationId"]
+        assert "secret_key_from_browser" in op["responses"]["403"]["description"], op["operationId"]
+
+
 def test_storage_uris_map_to_the_async_storages():
     assert async_storage_uri("memory://") == "async+memory://"
     assert async_storage_uri("redis://cache:6379/0") == "async+redis://cache:6379/0"
@@ -91,6 +109,11 @@ async def test_over_the_limit_is_429_rate_limited_with_an_honest_retry_after():
         await limiter.check_key(request, "key_3", False, False, "3/minute", None)
     with pytest.raises(ApiError):
         await limiter.check_key(request, "key_3", False, False, "3/minute", None)
+    # a stored limit that does not parse falls back to the default rather than failing every request
+    for _ in range(2):  # the default mint limit, 2/30 seconds
+        await limiter.check_key(request, "key_4", False, True, None, "lots")
+    with pytest.raises(ApiError):
+        await limiter.check_key(request, "key_4", False, True, None, "lots")
 
 
 async def test_publishable_keys_are_counted_per_address():
