@@ -224,8 +224,8 @@ async def matrix(stack, erp, http, new_tenant) -> Matrix:
     store = Storefront(http, "", shops.test.secret_key)
     valid = tokens[("test", "valid")]
     cart = await store.cart_with(valid, {"sku": "OIL-1L", "quantity": 1})
-    ordered = await fresh_objects(store, Objects("", "", "", shops.only_sku, shops.test.big), valid)
-    placed = await store.checkout(valid, ordered.cart_id)
+    ordered = await store.cart_with(valid, {"sku": "OIL-1L", "quantity": 1})
+    placed = await store.checkout(valid, ordered["id"])
     assert placed.status == 201, placed.body
     shared = Objects(cart["id"], cart["lines"][0]["id"], placed.body["id"], shops.only_sku, shops.test.big)
     m = Matrix(shops, keys, restricted, tokens, shared, {})
