@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ import pytest_asyncio
 from libs.contracts.ids import new_id
 from libs.stack.demo import ErpPublisher, TenantKeys, create_tenant_with_keys
 from libs.stack.supervisor import SERVICES, Stack
+from tests.logscan import assert_no_secrets
 
 T = TypeVar("T")
 
@@ -73,6 +74,19 @@ def fresh_data_dir(prefix: str) -> Path:
     return path
 
 
+def discard_data_dir(path: Path) -> None:
+    """Remove a stopped stack's data dir, after checking its logs hold no full key or token (kept if they do)."""
+    assert_no_secrets(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def logs_hold_no_secrets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the run, the logs tests wrote under pytest's tmp_path (extra instances, brokers) are clean."""
+    yield
+    assert_no_secrets(tmp_path_factory.getbasetemp())
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
     services = stack_services()
@@ -90,8 +104,9 @@ async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
         await stack.stop()
         if request.session.testsfailed:
             print(f"\nstack data dir kept for the failures above (service logs in {stack.logs_dir})")
+            assert_no_secrets(data_dir)
         else:
-            shutil.rmtree(data_dir, ignore_errors=True)
+            discard_data_dir(data_dir)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -14,6 +14,9 @@ from libs.contracts import topics
 from libs.contracts.erp import CreditLimitUpsert, CustomerUpsert, PriceUpsert, ProductUpsert
 from libs.contracts.ids import CUSTOMER, new_id
 from libs.contracts.money import TaxCategory
+from libs.runtime.db import make_engine, make_sessionmaker
+from libs.stack.demo import TenantKeys
+from services.gateway import admin
 
 from .storefront import Storefront
 
@@ -86,7 +89,7 @@ OIL_CART_TOTAL = 1_034
 FIVE_OIL_CARTS = 5 * OIL_CART_TOTAL
 
 
-async def publish_shop(erp, shop: Shop) -> None:
+async def publish_shop(erp, shop: Shop, livemode: bool = False) -> None:
     t = shop.tenant_id
     customers = [
         CustomerUpsert(customer_id=shop.big, name="Big Shop Ltd", terms="net_30"),
@@ -112,7 +115,53 @@ async def publish_shop(erp, shop: Shop) -> None:
         CreditLimitUpsert(customer_id=shop.tight, limit=FIVE_OIL_CARTS),
     ]
     for record in records:
-        await erp.publish(None, record, t)
+        await erp.publish(None, record, t, livemode)
+
+
+async def issue_key(stack, tenant_id: str, livemode: bool, kind: str, *, scopes: tuple[str, ...] | None = None,
+                    revoked: bool = False) -> str:
+    """A full API key made with the gateway's admin functions (as `harmon keys create` does); optionally revoked."""
+    engine = make_engine(stack.dsns["gateway"], pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            issued = await admin.create_api_key(session, tenant_id, livemode, kind, scopes=scopes)
+            if revoked:
+                assert await admin.revoke_api_key(session, issued.id)
+    finally:
+        await engine.dispose()
+    return issued.key
+
+
+def shop_of(keys: TenantKeys) -> Shop:
+    return Shop(tenant_id=keys.tenant_id, secret_key=keys.secret_key, publishable_key=keys.publishable_key)
+
+
+@dataclass
+class Shops:
+    """One tenant's test shop, the same tenant's live shop (other customers), and another tenant's test shop.
+
+    `only_sku` is a product of the test shop alone, so a read of it from elsewhere must find nothing."""
+
+    test: Shop
+    live: Shop
+    other: Shop
+    only_sku: str
+
+
+async def publish_shops(stack, erp, new_tenant) -> Shops:
+    first, other = await new_tenant(), await new_tenant()
+    live_secret = await issue_key(stack, first.tenant_id, True, "secret")
+    live_publishable = await issue_key(stack, first.tenant_id, True, "publishable")
+    shops = Shops(test=shop_of(first), live=Shop(first.tenant_id, live_secret, live_publishable), other=shop_of(other),
+                  only_sku=f"ONLY-{new_id('sku')[-10:]}")
+    await publish_shop(erp, shops.test)
+    await publish_shop(erp, shops.live, livemode=True)
+    await publish_shop(erp, shops.other)
+    await erp.publish(None, ProductUpsert(sku=shops.only_sku, name="Only in the test shop", base_uom="EA"),
+                      first.tenant_id)
+    await erp.publish(None, PriceUpsert(price_id="only-list", sku=shops.only_sku, unit_amount=500), first.tenant_id)
+    await erp_settled(stack.bootstrap)
+    return shops
 
 
 @pytest_asyncio.fixture(loop_scope="session")

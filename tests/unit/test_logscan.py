@@ -1,0 +1,64 @@
+"""The log scanner finds what it must (full keys, signed and unsigned JWTs) and not what is allowed (key hints)."""
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from services.gateway.auth import generate_api_key
+from tests.logscan import assert_no_secrets, log_files, mask, scan_logs, scan_text
+
+KEY = generate_api_key(False, "secret")
+LIVE_PUBLISHABLE = generate_api_key(True, "publishable")
+TOKEN = jwt.encode({"sub": "cus_01", "aud": "harmon:ten_01:test"}, "s" * 32, "HS256", headers={"kid": "hs256-ab"})
+UNSIGNED = jwt.encode({"sub": "cus_01"}, None, "none")
+
+
+def log_text() -> str:
+    return "\n".join([
+        "2026-11-23 20:00:00 INFO gateway POST /v1/carts 201 3.1ms key=hk_test_sec_…AbCd",  # a hint: allowed
+        f"2026-11-23 20:00:01 WARNING gateway bad header Authorization: Bearer {KEY}",
+        f"2026-11-23 20:00:02 INFO gateway token={TOKEN} and {LIVE_PUBLISHABLE}",
+        f"2026-11-23 20:00:03 DEBUG orders {UNSIGNED}",
+        "2026-11-23 20:00:04 INFO cart request_id=req_01M851VWC0CFXMSWJEZGT9SDYY eyJ-not-a-token",
+    ])
+
+
+def test_finds_keys_and_tokens_by_line_and_masks_them():
+    found = scan_text(log_text(), Path("gateway.log"))
+    assert [(f.line, f.what) for f in found] == [(2, "API key"), (3, "API key"), (3, "token"), (4, "token")]
+    report = "\n".join(map(str, found))
+    assert "gateway.log:2: a full API key (hk_test_sec_…" in report
+    for secret in (KEY, LIVE_PUBLISHABLE, TOKEN, UNSIGNED):
+        assert secret not in report and secret[-12:] not in report
+
+
+def test_mask_keeps_prefix_and_last_four_only():
+    assert mask(KEY) == f"hk_test_sec_…{KEY[-4:]}"
+    assert mask(LIVE_PUBLISHABLE).startswith("hk_live_pub_…")
+    assert mask(TOKEN) == f"eyJ…({len(TOKEN)} characters)"
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    # not tmp_path: the run's own scan reads pytest's tmp dirs, and this one is dirty on purpose
+    with tempfile.TemporaryDirectory(prefix="harmon-test-logscan-") as path:
+        yield Path(path)
+
+
+def test_clean_logs_pass_and_dirty_ones_fail_naming_the_file(scratch: Path):
+    (scratch / "logs").mkdir()
+    (scratch / "logs" / "gateway.log").write_text("INFO key=hk_test_sec_…AbCd\n")
+    (scratch / "run").mkdir()
+    (scratch / "run" / "tansu.log").write_text("listening\n")
+    (scratch / "secrets.json").write_text(f'{{"key": "{KEY}"}}')  # not a log: where keys are meant to be
+    assert_no_secrets(scratch)
+
+    (scratch / "harmon-dev.stderr").write_text(f"ok\nshopper {TOKEN}\n")
+    assert set(log_files(scratch)) == {scratch / "logs" / "gateway.log", scratch / "run" / "tansu.log",
+                                        scratch / "harmon-dev.stderr"}
+    with pytest.raises(AssertionError, match=r"harmon-dev\.stderr:2: a full token"):
+        assert_no_secrets(scratch)
+    assert [f.line for f in scan_logs(scratch)] == [2]
