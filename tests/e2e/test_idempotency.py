@@ -1,0 +1,118 @@
+"""`Idempotency-Key` under load and across a crash (DESIGN §4): one effect per key, whatever the client does."""
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from libs.contracts.ids import new_id
+
+pytestmark = pytest.mark.e2e
+
+CLIENTS = 50
+IN_USE = (409, "idempotency_error", "idempotency_key_in_use")
+
+
+async def fifty_at_once(store, method: str, path: str, body: dict, token: str, key: str):
+    """The same request with the same key from 50 clients at once: (first executions, replays, refusals)."""
+    replies = await asyncio.gather(*(store.call(method, path, json=body, token=token,
+                                                headers={"Idempotency-Key": key}) for _ in range(CLIENTS)))
+    executed = [r for r in replies if r.status == 201 and "Idempotent-Replayed" not in r.headers]
+    replayed = [r for r in replies if r.status == 201 and r.headers.get("Idempotent-Replayed") == "true"]
+    refused = [r for r in replies if r.status == 409]
+    assert len(executed) + len(replayed) + len(refused) == CLIENTS, [(r.status, r.body) for r in replies]
+    assert all((r.status, r.error["type"], r.error["code"]) == IN_USE for r in refused), [r.body for r in refused]
+    assert len(executed) == 1, f"{len(executed)} executions of one key"
+    assert all(r.body == executed[0].body for r in replayed)
+    return executed[0], replayed, refused
+
+
+async def test_fifty_concurrent_cart_creations_with_one_key_make_one_cart(store, shop, db):
+    token = await store.token(shop.big)
+    key = new_id("k")
+    first, replayed, refused = await fifty_at_once(store, "POST", "/v1/carts", {}, token, key)
+
+    carts = await db("cart", "SELECT id FROM carts WHERE tenant_id = $1 AND customer_id = $2",
+                     shop.tenant_id, shop.big)
+    assert [c["id"] for c in carts] == [first.body["id"]]
+
+    again = await store.call("POST", "/v1/carts", json={}, token=token, headers={"Idempotency-Key": key})
+    assert (again.status, again.headers.get("Idempotent-Replayed"), again.body) == (201, "true", first.body)
+
+
+async def reserved_total(db, tenant_id: str, bill_to_id: str) -> int:
+    rows = await db("credit", "SELECT coalesce(sum(amount), 0) AS held FROM reservations "
+                              "WHERE tenant_id = $1 AND bill_to_id = $2 AND status = 'reserved'", tenant_id, bill_to_id)
+    return rows[0]["held"]
+
+
+async def test_fifty_concurrent_checkouts_with_one_key_place_one_order_and_hold_credit_once(store, shop, db):
+    token = await store.token(shop.big)
+    cart = await store.cart_with(token, {"sku": "OIL-1L", "quantity": 2}, {"sku": "RICE-1KG", "quantity": 3})
+    key = new_id("k")
+    first, replayed, refused = await fifty_at_once(store, "POST", "/v1/checkout", {"cart_id": cart["id"]}, token, key)
+    order = first.body
+    assert order["cart_id"] == cart["id"]
+
+    orders = await db("orders", "SELECT id FROM orders WHERE tenant_id = $1", shop.tenant_id)
+    assert [o["id"] for o in orders] == [order["id"]]
+    checkouts = await db("orders", "SELECT id FROM checkouts WHERE tenant_id = $1", shop.tenant_id)
+    assert len(checkouts) == 1
+    assert await reserved_total(db, shop.tenant_id, shop.big) == order["total"]
+
+    again = await store.checkout(token, cart["id"], key=key)
+    assert (again.status, again.headers.get("Idempotent-Replayed"), again.body) == (201, "true", order)
+    other = await store.checkout(token, cart["id"], key=key, po_number="PO-2")
+    assert (other.status, other.error["code"]) == (409, "idempotency_key_mismatch")
+    assert await reserved_total(db, shop.tenant_id, shop.big) == order["total"]
+
+
+async def test_a_checkout_whose_gateway_was_killed_is_retried_with_its_key_after_the_lease(
+        store, shop, stack, db, until):
+    """kill -9 the gateway while its checkout waits on credit: the key stays in use for the lease, then the
+    retry executes again and answers with the one order of the cart."""
+    token = await store.token(shop.big)
+    cart = await store.cart_with(token, {"sku": "OIL-1L", "quantity": 4})
+    key = new_id("k")
+
+    async def saga_waits_on_credit():
+        rows = await db("orders", "SELECT state FROM checkouts WHERE tenant_id = $1 AND idempotency_key = $2",
+                        shop.tenant_id, key)
+        return rows and rows[0]["state"] == "reserving"
+
+    await stack.stop_service("credit")
+    try:
+        in_flight = asyncio.create_task(store.checkout(token, cart["id"], key=key))
+        await until(saga_waits_on_credit, timeout=15, message="the saga sent ReserveCredit")
+        stack.kill_service("gateway")
+        with pytest.raises(aiohttp.ClientError):
+            await in_flight
+        await stack.start_service("gateway")
+
+        # the dead gateway's lease still holds the key: nothing runs twice beside it
+        held = await store.checkout(token, cart["id"], key=key)
+        assert (held.status, held.error["type"], held.error["code"]) == IN_USE, held.body
+        lease = await db("gateway", "SELECT status, locked_until > now() AS live FROM idempotency_records "
+                                    "WHERE tenant_id = $1 AND key = $2", shop.tenant_id, key)
+        assert [(r["status"], r["live"]) for r in lease] == [("in_progress", True)]
+    finally:
+        await stack.start_service("credit")
+        await stack.start_service("gateway")  # a no-op when it is up; the tests after this one need it
+
+    async def retried():
+        r = await store.checkout(token, cart["id"], key=key)
+        return None if (r.status, r.error.get("code")) == (409, "idempotency_key_in_use") else r
+    final = await until(retried, timeout=40, interval=0.25, message="the lease lapsed and the retry executed")
+    assert final.status == 201, final.body
+    assert final.body["cart_id"] == cart["id"]
+    assert "Idempotent-Replayed" not in final.headers
+
+    orders = await db("orders", "SELECT id FROM orders WHERE cart_id = $1", cart["id"])
+    assert [o["id"] for o in orders] == [final.body["id"]]
+    replay = await store.checkout(token, cart["id"], key=key)
+    assert (replay.status, replay.headers.get("Idempotent-Replayed"), replay.body) == (201, "true", final.body)
+
+    # the first attempt's reservation, served late by credit, is released: credit is held once
+    async def held_once():
+        return await reserved_total(db, shop.tenant_id, shop.big) == final.body["total"]
+    await until(held_once, timeout=15, message="exposure equals the one order")
