@@ -1,11 +1,17 @@
 """`Idempotency-Key` under load and across a crash (DESIGN §4): one effect per key, whatever the client does."""
 
 import asyncio
+import contextlib
+import signal
+import sys
 
 import aiohttp
 import pytest
 
 from libs.contracts.ids import new_id
+from libs.stack.embedded import free_port
+
+from .storefront import Storefront
 
 pytestmark = pytest.mark.e2e
 
@@ -67,10 +73,40 @@ async def test_fifty_concurrent_checkouts_with_one_key_place_one_order_and_hold_
     assert await reserved_total(db, shop.tenant_id, shop.big) == order["total"]
 
 
+@contextlib.asynccontextmanager
+async def second_gateway(stack, until, secret_key: str):
+    """Another gateway instance on the same database and broker (as in production), as a Storefront client."""
+    port = free_port()
+    env = {**stack.service_env("gateway"), "HARMON_INSTANCE_ID": "2", "HARMON_GATEWAY_PORT": str(port)}
+    log = open(stack.logs_dir / "gateway-2.log", "ab")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.gateway", env=env,
+                                                cwd=stack.data_dir, stdout=log, stderr=log)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", timeout=aiohttp.ClientTimeout(total=30)) as http:
+            async def ready():
+                try:
+                    async with http.get("/readyz") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+            await until(ready, timeout=60, interval=0.1, message="second gateway ready")
+            yield Storefront(http, "", secret_key)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 20)
+        log.close()
+
+
+async def customers_owned_by_first_gateway(stack) -> bool:
+    async with aiohttp.ClientSession() as http, http.get(stack.readyz_url("gateway")) as r:
+        return r.status == 200 and (await r.json())["customers_partitions_assigned"] == stack.partitions
+
+
 async def test_a_checkout_whose_gateway_was_killed_is_retried_with_its_key_after_the_lease(
         store, shop, stack, db, until):
-    """kill -9 the gateway while its checkout waits on credit: the key stays in use for the lease, then the
-    retry executes again and answers with the one order of the cart."""
+    """kill -9 a gateway while its checkout waits on credit: for the lease, the key is in use on every gateway;
+    after it, a retry executes again and answers with the one order of the cart."""
     token = await store.token(shop.big)
     cart = await store.cart_with(token, {"sku": "OIL-1L", "quantity": 4})
     key = new_id("k")
@@ -80,37 +116,38 @@ async def test_a_checkout_whose_gateway_was_killed_is_retried_with_its_key_after
                         shop.tenant_id, key)
         return rows and rows[0]["state"] == "reserving"
 
-    await stack.stop_service("credit")
-    try:
-        in_flight = asyncio.create_task(store.checkout(token, cart["id"], key=key))
-        await until(saga_waits_on_credit, timeout=15, message="the saga sent ReserveCredit")
-        stack.kill_service("gateway")
-        with pytest.raises(aiohttp.ClientError):
-            await in_flight
-        await stack.start_service("gateway")
+    async with second_gateway(stack, until, shop.secret_key) as other:
+        await stack.stop_service("credit")
+        try:
+            in_flight = asyncio.create_task(store.checkout(token, cart["id"], key=key))
+            await until(saga_waits_on_credit, timeout=15, message="the saga sent ReserveCredit")
+            stack.kill_service("gateway")
+            with pytest.raises(aiohttp.ClientError):
+                await in_flight
 
-        # the dead gateway's lease still holds the key: nothing runs twice beside it
-        held = await store.checkout(token, cart["id"], key=key)
-        assert (held.status, held.error["type"], held.error["code"]) == IN_USE, held.body
-        lease = await db("gateway", "SELECT status, locked_until > now() AS live FROM idempotency_records "
-                                    "WHERE tenant_id = $1 AND key = $2", shop.tenant_id, key)
-        assert [(r["status"], r["live"]) for r in lease] == [("in_progress", True)]
-    finally:
-        await stack.start_service("credit")
-        await stack.start_service("gateway")  # a no-op when it is up; the tests after this one need it
+            # the dead gateway's lease still holds the key: nothing runs a second time beside it
+            held = await other.checkout(token, cart["id"], key=key)
+            assert (held.status, held.error["type"], held.error["code"]) == IN_USE, held.body
+            lease = await db("gateway", "SELECT status, locked_until > now() AS live FROM idempotency_records "
+                                        "WHERE tenant_id = $1 AND key = $2", shop.tenant_id, key)
+            assert [(r["status"], r["live"]) for r in lease] == [("in_progress", True)]
+        finally:
+            await asyncio.gather(stack.start_service("credit"), stack.start_service("gateway"))
 
-    async def retried():
-        r = await store.checkout(token, cart["id"], key=key)
-        return None if (r.status, r.error.get("code")) == (409, "idempotency_key_in_use") else r
-    final = await until(retried, timeout=40, interval=0.25, message="the lease lapsed and the retry executed")
-    assert final.status == 201, final.body
-    assert final.body["cart_id"] == cart["id"]
-    assert "Idempotent-Replayed" not in final.headers
+        async def retried():
+            r = await store.checkout(token, cart["id"], key=key)
+            return None if (r.status, r.error.get("code")) == (409, "idempotency_key_in_use") else r
+        final = await until(retried, timeout=40, interval=0.25, message="the lease lapsed and the retry executed")
+        assert final.status == 201, final.body
+        assert final.body["cart_id"] == cart["id"]
+        assert "Idempotent-Replayed" not in final.headers
+        replay = await other.checkout(token, cart["id"], key=key)
+        assert (replay.status, replay.headers.get("Idempotent-Replayed"), replay.body) == (201, "true", final.body)
+    await until(lambda: customers_owned_by_first_gateway(stack), timeout=30,
+                message="the first gateway reads every customers partition again")
 
     orders = await db("orders", "SELECT id FROM orders WHERE cart_id = $1", cart["id"])
     assert [o["id"] for o in orders] == [final.body["id"]]
-    replay = await store.checkout(token, cart["id"], key=key)
-    assert (replay.status, replay.headers.get("Idempotent-Replayed"), replay.body) == (201, "true", final.body)
 
     # the first attempt's reservation, served late by credit, is released: credit is held once
     async def held_once():
