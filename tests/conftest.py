@@ -35,7 +35,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Short deadlines so timeout paths are tested in seconds, not minutes.
 TEST_ENV: dict[str, dict[str, str]] = {
     "orders": {"HARMON_ORDERS_STEP_TIMEOUT_S": "4"},
+    # the lease just outlives the checkout timeout, so a killed gateway's key is free again in seconds
     "gateway": {"HARMON_GATEWAY_CHECKOUT_TIMEOUT_S": "10", "HARMON_GATEWAY_REQUEST_TIMEOUT_S": "8",
+                "HARMON_GATEWAY_IDEMPOTENCY_LEASE_S": "12",
                 # far above what the suite sends (auth matrix, 50 concurrent POSTs, property runs from one key
                 # and 127.0.0.1); tests of the limits give their tenant, or a second gateway, low ones
                 "HARMON_GATEWAY_RATE_LIMIT": "100000/second", "HARMON_GATEWAY_MINT_RATE_LIMIT": "100000/second",

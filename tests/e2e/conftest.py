@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import asyncpg
+import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -171,6 +173,20 @@ async def shop(stack, erp, new_tenant) -> Shop:
     await publish_shop(erp, s)
     await erp_settled(stack.bootstrap)
     return s
+
+
+@pytest.fixture(scope="session")
+def db(stack):
+    """`await db("cart", "SELECT …", *args)`: rows of one service's own database, to check what was written."""
+
+    async def fetch(service: str, query: str, *args) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(stack.dsns[service])
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    return fetch
 
 
 @pytest_asyncio.fixture(loop_scope="session")
