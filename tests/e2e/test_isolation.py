@@ -160,11 +160,6 @@ async def checkouts_of(stack, cart_id: str) -> set[tuple[str, bool, str]]:
     return {(r["tenant_id"], r["livemode"], r["state"]) for r in rows}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "orders' unique index checkouts_active_cart is on cart_id alone, not (tenant_id, livemode, cart_id): while "
-    "another tenant's checkout of the same cart id is in flight, the owner's PlaceOrder hits a UniqueViolation, "
-    "is retried, dead-lettered and answered 504 upstream_timeout; an outsider racing the owner gets 504 instead "
-    "of 404, so the cart's existence leaks"))
 async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: World, stack, until):
     owner, token, tenant = world.owner, world.owner_token, world.shops.test.tenant_id
     outsider, outsider_token = world.outsiders["other tenant"]
