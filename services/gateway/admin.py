@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.contracts.ids import API_KEY, TENANT, new_id
+from libs.runtime.scoping import unscoped_session
 
 from .auth import generate_api_key, hash_api_key, key_prefix
 from .state import KIND_PUBLISHABLE, KIND_SECRET, SCOPES
@@ -40,6 +41,10 @@ class IssuedKey:
     @property
     def hint(self) -> str:
         return f"{self.prefix}_…{self.last4}"
+
+
+def _as_operator(session: AsyncSession) -> None:
+    unscoped_session(session, "operator tooling: manages the keys of every tenant and mode")
 
 
 def key_hint(row: ApiKey) -> str:
@@ -98,6 +103,7 @@ def _new_key(tenant_id: str, livemode: bool, kind: str, scopes: tuple[str, ...] 
 async def create_api_key(session: AsyncSession, tenant_id: str, livemode: bool, kind: str, *,
                          scopes: Iterable[str] | None = None, name: str | None = None) -> IssuedKey:
     """A new key; `restricted` (or `secret` with `scopes`) makes a secret key limited to those scopes."""
+    _as_operator(session)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if kind == KIND_RESTRICTED and scopes is None:
@@ -118,6 +124,7 @@ async def create_api_key(session: AsyncSession, tenant_id: str, livemode: bool, 
 
 
 async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey:
+    _as_operator(session)
     row = await session.get(ApiKey, key_id)
     if row is None:
         raise LookupError(f"no API key {key_id}")
@@ -126,6 +133,7 @@ async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey:
 
 async def list_api_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
     """A tenant's keys, oldest first, revoked and rotated ones included (LookupError for an unknown tenant)."""
+    _as_operator(session)
     await get_tenant(session, tenant_id)
     rows = await session.execute(
         sa.select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at, ApiKey.id))
@@ -134,6 +142,7 @@ async def list_api_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
 
 async def revoke_api_key(session: AsyncSession, key_id: str) -> bool:
     """Revoke a key by id; False if there is no such key or it was already revoked."""
+    _as_operator(session)
     result = await session.execute(
         sa.update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
     )
@@ -146,6 +155,7 @@ async def rotate_api_key(session: AsyncSession, key_id: str, overlap: timedelta)
 
     `overlap` 0 ends the old key now. A key can be rotated once: a revoked key or one already rotated
     raises ValueError (rotate its successor instead)."""
+    _as_operator(session)
     if overlap < timedelta(0) or overlap > MAX_OVERLAP:
         raise ValueError(f"the overlap is between 0 and {MAX_OVERLAP.days} days")
     old = (await session.execute(sa.select(ApiKey).where(ApiKey.id == key_id).with_for_update())).scalar_one_or_none()
