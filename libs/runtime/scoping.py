@@ -155,7 +155,8 @@ def _check_insert(state: ORMExecuteState, stmt: Insert, scope: Scope) -> None:
         if not set(SCOPE_COLUMNS) <= target:
             # a conflict on a key without the tenant would update another tenant's row
             raise ScopeError(f"{where} … ON CONFLICT DO UPDATE must name tenant_id and livemode in its target")
-        if {_key(k) for k, _ in upsert.update_values_to_set} & set(SCOPE_COLUMNS):
+        to_set = upsert.update_values_to_set  # a dict (2.1) or a list of pairs (2.0)
+        if {_key(k) for k in (to_set if isinstance(to_set, dict) else dict(to_set))} & set(SCOPE_COLUMNS):
             raise ScopeError(f"{where} … ON CONFLICT DO UPDATE may not change tenant_id or livemode")
 
 
