@@ -189,8 +189,9 @@ def _scope_statement(state: ORMExecuteState) -> None:
     if state.is_orm_statement:
         if (state.is_update or state.is_delete) and state.is_executemany and is_scoped_table(stmt.table):
             raise ScopeError("bulk UPDATE by primary key is not scoped; update the loaded objects instead")
-        mappers = [*state.all_mappers, state.bind_mapper]  # bind_mapper: e.g. count() … select_from(Entity)
-        options = tuple(o for reg in {m.registry for m in mappers if m is not None} for o in _criteria_of(reg))
+        # the statement's first entity names the registry (one per service); all_mappers costs more
+        mapper = state.bind_mapper or next(iter(state.all_mappers), None)
+        options = _criteria_of(mapper.registry) if mapper is not None else ()
         if options:
             state.statement = stmt.options(*options)
             state.parameters = {**(state.parameters or {}), _TENANT_PARAM: scope.tenant_id,

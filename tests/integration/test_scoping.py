@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from libs.contracts.ids import new_id
 from libs.runtime.db import make_engine, make_sessionmaker
@@ -203,6 +204,63 @@ async def test_a_session_sees_and_touches_only_its_tenant_and_mode(stack, servic
                 await s.commit()
             assert await count_all(table) == before - 1, name
             assert await count_all(table, tenant_id=a, livemode=False) == 0, name
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(sa.schema.DropSchema(schema, cascade=True))
+        await engine.dispose()
+
+
+async def test_writes_that_could_cross_tenants_are_refused(stack):
+    from services.cart.tables import Cart, Product, metadata
+
+    schema = f"scoping_{new_id('t').lower()[-12:]}"
+    engine = make_engine(stack.dsns["cart"], pool_size=1).execution_options(schema_translate_map={None: schema})
+    sessions = make_sessionmaker(engine)
+    a, b = new_id("ten"), new_id("ten")
+    now = datetime.now(UTC)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.schema.CreateSchema(schema))
+            await conn.run_sync(metadata.create_all)
+        async with sessions() as s:
+            bind(s, b, False)
+            s.add(Cart(id="cart_1", tenant_id=b, livemode=False, customer_id="cus_b", created_at=now, updated_at=now))
+            await s.commit()
+
+        async with sessions() as s:
+            bind(s, a, False)
+            # ids are global: an upsert on the id alone would overwrite tenant B's cart
+            mine = pg_insert(Cart).values(id="cart_1", tenant_id=a, livemode=False, customer_id="cus_a",
+                                          created_at=now, updated_at=now)
+            with pytest.raises(ScopeError, match="ON CONFLICT"):
+                await s.execute(mine.on_conflict_do_update(index_elements=[Cart.id],
+                                                           set_={"customer_id": mine.excluded.customer_id}))
+            product = pg_insert(Product).values(tenant_id=a, livemode=False, sku="S", base_uom="EA", units={})
+            with pytest.raises(ScopeError, match="ON CONFLICT"):
+                await s.execute(product.on_conflict_do_update(
+                    index_elements=[Product.tenant_id, Product.livemode, Product.sku], set_={"tenant_id": b}))
+            await s.execute(product.on_conflict_do_update(  # the right shape is accepted
+                index_elements=[Product.tenant_id, Product.livemode, Product.sku],
+                set_={"base_uom": product.excluded.base_uom}))
+            with pytest.raises(ScopeError, match="another tenant"):
+                await s.execute(sa.update(Product).values(tenant_id=b))
+            with pytest.raises(ScopeError, match="raw SQL"):
+                await s.execute(sa.text("SELECT count(*) FROM carts"))
+            with pytest.raises(ScopeError):
+                bind(s, b, False)
+            with pytest.raises(ScopeError):
+                unscoped_session(s, "cannot widen a bound session")
+            # a loaded row moved to another tenant is refused at flush
+            (await s.execute(sa.select(Product))).scalar_one().tenant_id = b
+            with pytest.raises(ScopeError):
+                await s.flush()
+            await s.rollback()
+
+        async with sessions() as s:
+            unscoped_session(s, "test: reading every tenant's carts")
+            carts = (await s.execute(sa.select(Cart))).scalars().all()
+            assert [(c.tenant_id, c.customer_id) for c in carts] == [(b, "cus_b")]
+            assert (await s.execute(sa.select(Product))).scalars().all() == []
     finally:
         async with engine.begin() as conn:
             await conn.execute(sa.schema.DropSchema(schema, cascade=True))
