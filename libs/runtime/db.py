@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from .scoping import ScopedSession
+
 
 def async_url(dsn: str) -> str:
     """`postgresql://…` (what operators write) → the asyncpg driver URL SQLAlchemy wants."""
@@ -21,7 +23,8 @@ def make_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    """Sessions that scope every query to the tenant and mode they are bound to (see scoping.py)."""
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=ScopedSession)
 
 
 @dataclass(frozen=True)

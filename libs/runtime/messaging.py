@@ -23,6 +23,7 @@ from .kafka import subscriber_options
 from .logs import request_id_var
 from .metrics import Metrics
 from .outbox import Outbox, OutgoingMessage
+from .scoping import bind, unscoped_session
 from .settings import ServiceSettings
 
 log = logging.getLogger("harmon.messaging")
@@ -50,8 +51,9 @@ class ServiceContext:
     routes: dict[str, dict[str, "Handler"]] = field(default_factory=dict)  # topic → message type → handler
     extras: dict = field(default_factory=dict)
 
-    def uow(self, incoming: Envelope | None = None) -> "UnitOfWork":
-        return UnitOfWork(self, incoming)
+    def uow(self, incoming: Envelope | None = None, *, unscoped: str | None = None) -> "UnitOfWork":
+        """A unit of work scoped to `incoming`'s tenant and mode; `unscoped="why"` for cross-tenant work."""
+        return UnitOfWork(self, incoming, unscoped)
 
     async def reply_now(self, incoming: Envelope, payload: Message) -> None:
         """Answer a query that changed nothing: no outbox row needed."""
@@ -96,14 +98,20 @@ class Duplicate(Exception):
 class UnitOfWork:
     """One transaction: the handler's state change, the inbox record and every message it emits."""
 
-    def __init__(self, ctx: ServiceContext, incoming: Envelope | None):
+    def __init__(self, ctx: ServiceContext, incoming: Envelope | None, unscoped: str | None = None):
         self.ctx = ctx
         self.incoming = incoming
+        self._unscoped = unscoped
         self._pending: list[OutgoingMessage] = []
         self.session: AsyncSession
 
     async def __aenter__(self) -> "UnitOfWork":
         self.session = self.ctx.sessionmaker()
+        if self._unscoped:
+            unscoped_session(self.session, self._unscoped)
+        elif self.incoming is not None:
+            # every query of the handler sees only the message's tenant and mode
+            bind(self.session, self.incoming.tenant_id, self.incoming.livemode)
         return self
 
     async def __aexit__(self, *exc) -> None:

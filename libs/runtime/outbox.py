@@ -83,6 +83,8 @@ class Outbox:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_sent()
 
+    # The relay and its bookkeeping are cross-tenant on purpose: they send and mark every tenant's
+    # rows by id, through a connection (outside session scoping, see scoping.py), never reading data.
     async def _flush_sent(self) -> None:
         if not self._sent:
             return

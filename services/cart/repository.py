@@ -1,4 +1,4 @@
-"""The queries cart handlers need, always scoped to the message's tenant and mode."""
+"""The queries cart handlers need. The session is scoped to the message's tenant and mode (libs.runtime.scoping)."""
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -17,7 +17,7 @@ class CartRepository:
         self.livemode = env.livemode
 
     async def get_cart(self, cart_id: str, *, for_update: bool = False) -> Cart | None:
-        stmt = select(Cart).where(Cart.id == cart_id, Cart.tenant_id == self.tenant_id, Cart.livemode == self.livemode)
+        stmt = select(Cart).where(Cart.id == cart_id)
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
@@ -31,9 +31,7 @@ class CartRepository:
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def get_product(self, sku: str) -> Product | None:
-        stmt = select(Product).where(
-            Product.tenant_id == self.tenant_id, Product.livemode == self.livemode, Product.sku == sku, Product.active
-        )
+        stmt = select(Product).where(Product.sku == sku, Product.active)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def upsert_product(self, **values) -> None:

@@ -1,4 +1,4 @@
-"""The queries credit handlers need, always scoped to the message's tenant and mode."""
+"""The queries credit handlers need. The session is scoped to the message's tenant and mode (libs.runtime.scoping)."""
 
 from datetime import datetime
 
@@ -19,9 +19,7 @@ class CreditRepository:
         self.livemode = env.livemode
 
     async def get_account(self, customer_id: str, *, for_update: bool = False) -> Account | None:
-        stmt = select(Account).where(
-            Account.tenant_id == self.tenant_id, Account.livemode == self.livemode, Account.customer_id == customer_id
-        )
+        stmt = select(Account).where(Account.customer_id == customer_id)
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
@@ -29,16 +27,12 @@ class CreditRepository:
     async def exposure(self, bill_to_id: str) -> int:
         """Open reservations on a bill-to account (unpaid invoices join this sum once invoicing exists)."""
         stmt = select(sa.func.coalesce(sa.func.sum(Reservation.amount), 0)).where(
-            Reservation.tenant_id == self.tenant_id, Reservation.livemode == self.livemode,
             Reservation.bill_to_id == bill_to_id, Reservation.status == "reserved",
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
     async def get_reservation(self, reservation_id: str, *, for_update: bool = False) -> Reservation | None:
-        stmt = select(Reservation).where(
-            Reservation.reservation_id == reservation_id,
-            Reservation.tenant_id == self.tenant_id, Reservation.livemode == self.livemode,
-        )
+        stmt = select(Reservation).where(Reservation.reservation_id == reservation_id)
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.contracts.ids import API_KEY, TENANT, TENANT_SIGNING_KEY, new_id
+from libs.runtime.scoping import unscoped_session
 
 from .auth import (
     DEPLOYMENT_KID_PREFIX, TENANT_KID_PATTERN, generate_api_key, hash_api_key, key_prefix, load_public_key,
@@ -46,6 +47,10 @@ class IssuedKey:
     @property
     def hint(self) -> str:
         return f"{self.prefix}_…{self.last4}"
+
+
+def _as_operator(session: AsyncSession) -> None:
+    unscoped_session(session, "operator tooling: manages the keys of every tenant and mode")
 
 
 def key_hint(row: ApiKey) -> str:
@@ -127,6 +132,7 @@ def _new_key(tenant_id: str, livemode: bool, kind: str, scopes: tuple[str, ...] 
 async def create_api_key(session: AsyncSession, tenant_id: str, livemode: bool, kind: str, *,
                          scopes: Iterable[str] | None = None, name: str | None = None) -> IssuedKey:
     """A new key; `restricted` (or `secret` with `scopes`) makes a secret key limited to those scopes."""
+    _as_operator(session)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if kind == KIND_RESTRICTED and scopes is None:
@@ -147,6 +153,7 @@ async def create_api_key(session: AsyncSession, tenant_id: str, livemode: bool, 
 
 
 async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey:
+    _as_operator(session)
     row = await session.get(ApiKey, key_id)
     if row is None:
         raise LookupError(f"no API key {key_id}")
@@ -155,6 +162,7 @@ async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey:
 
 async def list_api_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
     """A tenant's keys, oldest first, revoked and rotated ones included (LookupError for an unknown tenant)."""
+    _as_operator(session)
     await get_tenant(session, tenant_id)
     rows = await session.execute(
         sa.select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at, ApiKey.id))
@@ -163,6 +171,7 @@ async def list_api_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
 
 async def revoke_api_key(session: AsyncSession, key_id: str) -> bool:
     """Revoke a key by id; False if there is no such key or it was already revoked."""
+    _as_operator(session)
     result = await session.execute(
         sa.update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
     )
@@ -175,6 +184,7 @@ async def rotate_api_key(session: AsyncSession, key_id: str, overlap: timedelta)
 
     `overlap` 0 ends the old key now. A key can be rotated once: a revoked key or one already rotated
     raises ValueError (rotate its successor instead)."""
+    _as_operator(session)
     if overlap < timedelta(0) or overlap > MAX_OVERLAP:
         raise ValueError(f"the overlap is between 0 and {MAX_OVERLAP.days} days")
     old = (await session.execute(sa.select(ApiKey).where(ApiKey.id == key_id).with_for_update())).scalar_one_or_none()
@@ -223,6 +233,7 @@ def check_public_key(pem: str | bytes, algorithm: str) -> str:
 async def add_signing_key(session: AsyncSession, tenant_id: str, livemode: bool, kid: str, algorithm: str,
                           public_key_pem: str | bytes) -> TenantSigningKey:
     """Register a tenant's public key: tokens whose header names `kid` verify with it, for this mode only."""
+    _as_operator(session)
     if not TENANT_KID_PATTERN.match(kid) or kid.startswith(DEPLOYMENT_KID_PREFIX):
         raise ValueError(f"a kid is 1 to 64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit), "
                          f"not starting with {DEPLOYMENT_KID_PREFIX!r} (the deployment's own keys)")
@@ -246,6 +257,7 @@ async def add_signing_key(session: AsyncSession, tenant_id: str, livemode: bool,
 
 async def list_signing_keys(session: AsyncSession, tenant_id: str) -> list[TenantSigningKey]:
     """A tenant's signing keys of both modes, oldest first, revoked ones included."""
+    _as_operator(session)
     await get_tenant(session, tenant_id)
     rows = await session.execute(sa.select(TenantSigningKey).where(TenantSigningKey.tenant_id == tenant_id)
                                  .order_by(TenantSigningKey.created_at, TenantSigningKey.id))
@@ -253,6 +265,7 @@ async def list_signing_keys(session: AsyncSession, tenant_id: str) -> list[Tenan
 
 
 async def get_signing_key(session: AsyncSession, key_id: str) -> TenantSigningKey:
+    _as_operator(session)
     row = await session.get(TenantSigningKey, key_id)
     if row is None:
         raise LookupError(f"no signing key {key_id}")
@@ -261,6 +274,7 @@ async def get_signing_key(session: AsyncSession, key_id: str) -> TenantSigningKe
 
 async def revoke_signing_key(session: AsyncSession, key_id: str) -> bool:
     """Tokens naming its kid are refused from the next request on; False if unknown or already revoked."""
+    _as_operator(session)
     result = await session.execute(
         sa.update(TenantSigningKey).where(TenantSigningKey.id == key_id, TenantSigningKey.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC))

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.contracts.ids import new_id
+from libs.runtime.scoping import bind, unscoped
 
 from .customers import is_active_customer
 from .errors import AUTHENTICATION, PERMISSION, ApiError
@@ -95,10 +96,10 @@ async def authenticate_key(session: AsyncSession, authorization: str | None) -> 
     if parsed is None:
         raise invalid
     # the tenant's rate limits in the same query: no second round trip per request
-    found = (await session.execute(
-        sa.select(ApiKey, Tenant.rate_limit, Tenant.mint_rate_limit)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.key_hash == hash_api_key(key)))).one_or_none()
+    by_hash = (sa.select(ApiKey, Tenant.rate_limit, Tenant.mint_rate_limit)
+               .join(Tenant, Tenant.id == ApiKey.tenant_id)
+               .where(ApiKey.key_hash == hash_api_key(key)))
+    found = (await session.execute(unscoped(by_hash, "authentication: the key decides the tenant"))).one_or_none()
     if found is None or (found[0].livemode, found[0].kind) != parsed:
         raise invalid
     row, rate_limit, mint_rate_limit = found
@@ -261,9 +262,9 @@ async def find_tenant_key(session: AsyncSession, tenant_id: str, livemode: bool,
     """The tenant's unrevoked signing key of this mode named `kid`, if any."""
     if not TENANT_KID_PATTERN.match(kid):
         return None  # not a kid anyone could have registered: spare the query
+    bind(session, tenant_id, livemode)  # the caller's scope: another tenant's or mode's kid is not found
     row = (await session.execute(sa.select(TenantSigningKey).where(
-        TenantSigningKey.tenant_id == tenant_id, TenantSigningKey.livemode == livemode, TenantSigningKey.kid == kid,
-        TenantSigningKey.revoked_at.is_(None),
+        TenantSigningKey.kid == kid, TenantSigningKey.revoked_at.is_(None),
     ))).scalar_one_or_none()
     if row is None:
         return None

@@ -8,6 +8,7 @@ from libs.contracts import topics
 from libs.contracts.envelope import Envelope
 from libs.contracts.erp import CustomerUpsert
 from libs.runtime.messaging import ServiceContext, subscribe
+from libs.runtime.scoping import bind
 
 from .tables import Customer
 
@@ -29,9 +30,8 @@ async def upsert_customer(rec: CustomerUpsert, env: Envelope, ctx: ServiceContex
 
 
 async def is_active_customer(session: AsyncSession, tenant_id: str, livemode: bool, customer_id: str) -> bool:
-    stmt = sa.select(Customer.active).where(
-        Customer.tenant_id == tenant_id, Customer.livemode == livemode, Customer.customer_id == customer_id
-    )
+    bind(session, tenant_id, livemode)  # the caller's scope; refused if the session holds another
+    stmt = sa.select(Customer.active).where(Customer.customer_id == customer_id)
     return bool((await session.execute(stmt)).scalar_one_or_none())
 
 

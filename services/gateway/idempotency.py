@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.contracts.ids import new_id
 from libs.runtime.logs import request_id_var
+from libs.runtime.scoping import bind, unscoped
 
 from .errors import IDEMPOTENCY, ApiError, invalid
 from .state import CALLER, IDEMPOTENCY as STORE, JSON_BODY, MINTED_ID, endpoint_of
@@ -31,7 +32,7 @@ KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_CHARS = 255
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")  # printable ASCII: it travels in headers and logs
-_T = IdempotencyRecord.__table__
+_R = IdempotencyRecord
 
 
 def request_hash(method: str, path: str, body: dict, if_match: str | None = None) -> str:
@@ -70,24 +71,30 @@ class IdempotencyStore:
     def _lease_end(self):
         return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, self._lease_s)
 
+    def _session(self, tenant_id: str, livemode: bool) -> AsyncSession:
+        """A session that sees only this tenant's and mode's keys (the scope adds them to every query)."""
+        session = self._sessionmaker()
+        bind(session, tenant_id, livemode)
+        return session
+
     @staticmethod
-    def _pk(tenant_id: str, livemode: bool, key: str):
-        return sa.and_(_T.c.tenant_id == tenant_id, _T.c.livemode == livemode, _T.c.key == key)
+    def _update(key: str):
+        # rows are not loaded to be synchronised: what the statements return is the answer
+        return sa.update(_R).where(_R.key == key).execution_options(synchronize_session=False)
 
     async def claim(self, tenant_id: str, livemode: bool, key: str, rhash: str, method: str, path: str,
                     mint_prefix: str | None) -> Execute | Replay:
-        pk = self._pk(tenant_id, livemode, key)
-        async with self._sessionmaker.begin() as s:
+        async with self._session(tenant_id, livemode) as s, s.begin():
             inserted = (await s.execute(
-                pg_insert(_T).values(
+                pg_insert(_R).values(
                     tenant_id=tenant_id, livemode=livemode, key=key, request_hash=rhash, method=method, path=path,
                     status="in_progress", locked_until=self._lease_end(),
                     minted_id=new_id(mint_prefix) if mint_prefix else None, created_at=sa.func.now(),
-                ).on_conflict_do_nothing().returning(_T.c.locked_until, _T.c.minted_id)
+                ).on_conflict_do_nothing().returning(_R.locked_until, _R.minted_id)
             )).first()
             if inserted is not None:
                 return Execute(inserted.locked_until, inserted.minted_id)
-            row = (await s.execute(sa.select(_T).where(pk))).first()
+            row = (await s.execute(sa.select(_R).where(_R.key == key))).scalar_one_or_none()
             if row is None:  # pruned between the two statements: a key this old is free again
                 raise ApiError(409, IDEMPOTENCY, "idempotency_key_in_use",
                                "this Idempotency-Key is being processed; retry shortly")
@@ -98,8 +105,8 @@ class IdempotencyStore:
             if row.status == "done":
                 return Replay(row.response_status, row.response_body)
             taken = (await s.execute(
-                sa.update(_T).where(pk, _T.c.status == "in_progress", _T.c.locked_until < sa.func.now())
-                .values(locked_until=self._lease_end()).returning(_T.c.locked_until, _T.c.minted_id)
+                self._update(key).where(_R.status == "in_progress", _R.locked_until < sa.func.now())
+                .values(locked_until=self._lease_end()).returning(_R.locked_until, _R.minted_id)
             )).first()
             if taken is None:
                 raise ApiError(409, IDEMPOTENCY, "idempotency_key_in_use",
@@ -109,36 +116,34 @@ class IdempotencyStore:
 
     async def finish(self, tenant_id: str, livemode: bool, key: str, status: int, body: dict) -> Replay | None:
         """Store the final answer; if another execution stored one first, return that one instead."""
-        pk = self._pk(tenant_id, livemode, key)
-        async with self._sessionmaker.begin() as s:
+        async with self._session(tenant_id, livemode) as s, s.begin():
             done = (await s.execute(
-                sa.update(_T).where(pk, _T.c.status == "in_progress")
+                self._update(key).where(_R.status == "in_progress")
                 .values(status="done", response_status=status, response_body=body, locked_until=None)
-                .returning(_T.c.key)
+                .returning(_R.key)
             )).first()
             if done is not None:
                 return None
-            row = (await s.execute(sa.select(_T).where(pk))).first()
+            row = (await s.execute(sa.select(_R).where(_R.key == key))).scalar_one_or_none()
         return Replay(row.response_status, row.response_body) if row is not None and row.status == "done" else None
 
     async def release(self, tenant_id: str, livemode: bool, key: str, lease_until: datetime) -> None:
         """Give up our lease (5xx, timeout) so a retry executes at once; a lease someone took over is not ours."""
-        async with self._sessionmaker.begin() as s:
+        async with self._session(tenant_id, livemode) as s, s.begin():
             await s.execute(
-                sa.update(_T).where(self._pk(tenant_id, livemode, key), _T.c.status == "in_progress",
-                                    _T.c.locked_until == lease_until)
+                self._update(key).where(_R.status == "in_progress", _R.locked_until == lease_until)
                 .values(locked_until=sa.func.now())
             )
 
     async def prune(self, retention_h: float) -> int:
         """Forget keys older than the retention (at least 24 h), unless still under a live lease."""
         async with self._sessionmaker.begin() as s:
-            result = await s.execute(
-                sa.delete(_T).where(
-                    _T.c.created_at < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, retention_h * 3600.0),
-                    sa.or_(_T.c.status == "done", _T.c.locked_until < sa.func.now()),
-                )
-            )
+            result = await s.execute(unscoped(
+                sa.delete(_R).where(
+                    _R.created_at < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, retention_h * 3600.0),
+                    sa.or_(_R.status == "done", _R.locked_until < sa.func.now()),
+                ).execution_options(synchronize_session=False),
+                "pruning: expired keys of every tenant and mode"))
         return result.rowcount
 
 

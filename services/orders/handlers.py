@@ -235,7 +235,7 @@ async def advance_checkout(msg: Message, env: Envelope, ctx: ServiceContext) -> 
 
 async def expire_overdue(ctx: ServiceContext) -> int:
     """Compensate every saga past its step deadline; the waiting client gets 504 and may retry with its key."""
-    async with ctx.uow() as uow:
+    async with ctx.uow(unscoped="sweeper: overdue checkouts of every tenant and mode") as uow:
         overdue = await overdue_checkouts(uow.session, _now())
         for co in overdue:
             if co.state == d.RESERVING:
@@ -252,7 +252,7 @@ async def expire_overdue(ctx: ServiceContext) -> int:
 
 async def resume_checkouts(ctx: ServiceContext) -> int:
     """After a restart: send each unfinished saga's current command again (every step is idempotent)."""
-    async with ctx.uow() as uow:
+    async with ctx.uow(unscoped="restart: unfinished checkouts of every tenant and mode") as uow:
         active = await active_checkouts(uow.session)
         for co in active:
             co.step_deadline = _deadline(ctx)

@@ -1,4 +1,4 @@
-"""The queries the orders handlers need, always scoped to tenant and mode."""
+"""The queries the orders handlers need. The session is scoped to tenant and mode (libs.runtime.scoping)."""
 
 from datetime import datetime
 
@@ -16,27 +16,24 @@ class OrdersRepository:
         self.tenant_id = tenant_id
         self.livemode = livemode
 
-    def _scoped(self, model):
-        return (model.tenant_id == self.tenant_id, model.livemode == self.livemode)
-
     async def checkout_by_key(self, key: str) -> Checkout | None:
-        stmt = select(Checkout).where(*self._scoped(Checkout), Checkout.idempotency_key == key).with_for_update()
+        stmt = select(Checkout).where(Checkout.idempotency_key == key).with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def checkout_for_update(self, checkout_id: str) -> Checkout | None:
-        stmt = select(Checkout).where(*self._scoped(Checkout), Checkout.id == checkout_id).with_for_update()
+        stmt = select(Checkout).where(Checkout.id == checkout_id).with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def active_checkout_for_cart(self, cart_id: str) -> Checkout | None:
-        stmt = select(Checkout).where(*self._scoped(Checkout), Checkout.cart_id == cart_id, Checkout.state.in_(ACTIVE))
+        stmt = select(Checkout).where(Checkout.cart_id == cart_id, Checkout.state.in_(ACTIVE))
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def order_for_cart(self, cart_id: str) -> Order | None:
-        stmt = select(Order).where(*self._scoped(Order), Order.cart_id == cart_id)
+        stmt = select(Order).where(Order.cart_id == cart_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def order(self, order_id: str) -> Order | None:
-        stmt = select(Order).where(*self._scoped(Order), Order.id == order_id)
+        stmt = select(Order).where(Order.id == order_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def order_lines(self, order_id: str) -> list[OrderLine]:
@@ -44,7 +41,7 @@ class OrdersRepository:
         return list((await self.session.execute(stmt)).scalars())
 
     async def customer(self, customer_id: str) -> Customer | None:
-        stmt = select(Customer).where(*self._scoped(Customer), Customer.customer_id == customer_id)
+        stmt = select(Customer).where(Customer.customer_id == customer_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def upsert_customer(self, customer_id: str, bill_to_id: str, terms: str) -> None:

@@ -1,4 +1,4 @@
-"""The queries pricing handlers need, always scoped to the message's tenant and mode."""
+"""The queries pricing handlers need. The session is scoped to the message's tenant and mode (libs.runtime.scoping)."""
 
 from collections.abc import Iterable
 
@@ -19,21 +19,18 @@ class PricingRepository:
         self.tenant_id = env.tenant_id
         self.livemode = env.livemode
 
-    def _scoped(self, table):
-        return sa.and_(table.tenant_id == self.tenant_id, table.livemode == self.livemode)
-
     async def get_product(self, sku: str) -> Product | None:
-        stmt = select(Product).where(self._scoped(Product), Product.sku == sku, Product.active)
+        stmt = select(Product).where(Product.sku == sku, Product.active)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def products(self, skus: Iterable[str]) -> dict[str, Product]:
         """The active products among `skus`."""
-        stmt = select(Product).where(self._scoped(Product), Product.sku.in_(set(skus)), Product.active)
+        stmt = select(Product).where(Product.sku.in_(set(skus)), Product.active)
         return {p.sku: p for p in (await self.session.execute(stmt)).scalars()}
 
     async def page_of_products(self, starting_after: str | None, limit: int) -> tuple[list[Product], bool]:
         """Active products by sku ascending, after `starting_after`; and whether more follow."""
-        stmt = select(Product).where(self._scoped(Product), Product.active)
+        stmt = select(Product).where(Product.active)
         if starting_after is not None:
             stmt = stmt.where(Product.sku > starting_after)
         rows = list((await self.session.execute(stmt.order_by(Product.sku).limit(limit + 1))).scalars())
@@ -43,7 +40,7 @@ class PricingRepository:
         """Active prices of `skus` that could apply to this customer (other customers' prices stay out)."""
         mine = Price.customer_id.is_(None) if customer_id is None else sa.or_(
             Price.customer_id.is_(None), Price.customer_id == customer_id)
-        stmt = select(Price).where(self._scoped(Price), Price.sku.in_(set(skus)), Price.active, mine)
+        stmt = select(Price).where(Price.sku.in_(set(skus)), Price.active, mine)
         found: dict[str, list[PriceCandidate]] = {}
         for p in (await self.session.execute(stmt)).scalars():
             found.setdefault(p.sku, []).append(PriceCandidate(
@@ -55,7 +52,7 @@ class PricingRepository:
     async def price_list_of(self, customer_id: str | None) -> str | None:
         if customer_id is None:
             return None
-        stmt = select(Customer.price_list_id).where(self._scoped(Customer), Customer.customer_id == customer_id)
+        stmt = select(Customer.price_list_id).where(Customer.customer_id == customer_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def _upsert(self, table, keys: tuple[str, ...], values: dict) -> None:
