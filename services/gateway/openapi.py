@@ -212,7 +212,10 @@ SECURITY_SCHEMES = {
     },
     "shopperToken": {
         "type": "apiKey", "in": "header", "name": SHOPPER_HEADER,
-        "description": "The signed-in customer's JWT from POST /v1/shopper_tokens.",
+        "description": "The signed-in customer's JWT: minted by POST /v1/shopper_tokens, or signed by your own "
+                       "backend with an RS256/ES256 key registered with `harmon signing-keys` (header `kid`; claims "
+                       "`iss` = your tenant id, `aud` = `harmon:<tenant_id>:<test|live>`, `sub`, `iat`, `exp` at "
+                       "most 1 h later, `jti`).",
     },
 }
 
