@@ -23,7 +23,7 @@ AnyMessage = Annotated[
         credit.ReserveCredit, credit.ReleaseCredit, credit.GetCreditAccount,
         credit.CreditReserved, credit.CreditRejected, credit.CreditReleased, credit.CreditAccountView,
         # orders
-        orders.PlaceOrder, orders.GetOrder, orders.OrderView, orders.OverCreditLimit, orders.OrderConfirmed,
+        orders.PlaceOrder, orders.GetOrder, orders.ListOrders, orders.OrderList, orders.OrderView, orders.OverCreditLimit, orders.OrderConfirmed,
         # master data from the ERP
         erp.CustomerUpsert, erp.ProductUpsert, erp.PriceUpsert, erp.CreditLimitUpsert,
     ],

@@ -73,6 +73,21 @@ class GetOrder(Message):
     customer_id: str | None = None
 
 
+class ListOrders(Message):
+    """A customer's orders, newest first, after `starting_after` (an order id) when given."""
+
+    type: Literal["ListOrders"] = "ListOrders"
+    customer_id: str
+    limit: int = Field(default=10, ge=1, le=100)
+    starting_after: str | None = None
+
+
+class OrderList(Message):
+    type: Literal["OrderList"] = "OrderList"
+    orders: list[OrderView]
+    has_more: bool
+
+
 class OrderConfirmed(Message):
     type: Literal["OrderConfirmed"] = "OrderConfirmed"
     order: OrderView

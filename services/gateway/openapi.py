@@ -27,6 +27,7 @@ from .idempotency import KEY_HEADER, MAX_KEY_CHARS, REPLAYED_HEADER, validate_ke
 from .routes import expected_version, parse_body
 from .routes.carts import AddLineBody, ChangeLineBody
 from .routes.checkout import CheckoutBody, over_credit_limit
+from .routes.orders import OrdersQuery
 from .routes.products import ListQuery
 from .routes.shopper_tokens import ShopperTokenBody
 from .state import KIND_PUBLISHABLE, Endpoint
@@ -150,6 +151,10 @@ OPERATIONS: dict[str, Operation] = {
                     "account's credit, or answers the **over_credit_limit** state (402) with the shortfall: the "
                     "cart is left intact, to be changed and checked out again with a new `Idempotency-Key`. A "
                     "checkout that timed out (504) returns the real order when retried with the same key."),
+    "list_orders": Operation(
+        "List orders", 200, schemas.OrderList,
+        lambda: objects.listing("/v1/orders", [objects.order(schemas.EXAMPLE_ORDER, False)], False),
+        description="The token's customer's orders, newest first; page with `limit` and `starting_after`."),
     "get_order": Operation("Read an order", 200, schemas.Order, lambda: objects.order(schemas.EXAMPLE_ORDER, False),
                            errors=("resource_missing",), description="Only the token's customer's orders are found."),
 }
@@ -171,12 +176,13 @@ REQUEST_EXAMPLES: dict[type[BaseModel], dict[str, dict[str, Any]]] = {
     },
     ChangeLineBody: {"in base units": {"quantity": 24}, "in the line's unit": {"order_quantity": 2}},
     ListQuery: {"the next page": {"limit": 20, "starting_after": "MILK-UHT-1L"}},
+    OrdersQuery: {"the next page": {"limit": 10, "starting_after": schemas.EXAMPLE_ORDER.order_id}},
     CheckoutBody: {"with a PO number": {"cart_id": schemas.EXAMPLE_CART.cart_id, "po_number": "PO-1001",
                                         "notes": "Deliver to the back door"}},
 }
 EMPTY_BODY_EXAMPLE = {"no parameters": {}}
 
-RESPONSE_MODELS = (schemas.ShopperToken, schemas.ProductList, schemas.Product, schemas.Cart, schemas.PricedCart,
+RESPONSE_MODELS = (schemas.ShopperToken, schemas.ProductList, schemas.OrderList, schemas.Product, schemas.Cart, schemas.PricedCart,
                    schemas.Order, schemas.ErrorResponse, schemas.OverCreditLimit)
 
 HEADERS = {

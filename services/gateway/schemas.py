@@ -149,6 +149,13 @@ class Order(ApiObject):
     created_at: Timestamp
 
 
+class OrderList(ApiObject):
+    object: Literal["list"]
+    url: str
+    data: list[Order]
+    has_more: bool = Field(description="true: ask again with `starting_after` = the last order's id")
+
+
 class ShopperToken(ApiObject):
     """A signed-in customer's JWT: send it as `X-Storefront-Shopper-Token`. Never stored, never replayed."""
 

@@ -18,7 +18,8 @@ log = logging.getLogger("harmon.orders")
 
 
 def register(ctx: ServiceContext) -> None:
-    subscribe(ctx, topics.ORDERS_COMMANDS, {o.PlaceOrder: handlers.place_order, o.GetOrder: handlers.get_order})
+    subscribe(ctx, topics.ORDERS_COMMANDS, {o.PlaceOrder: handlers.place_order, o.GetOrder: handlers.get_order,
+                                            o.ListOrders: handlers.list_orders})
     saga_replies = (c.CartFrozen, c.CartCompleted, c.CartReleased, p.LinesPriced, cr.CreditReserved,
                     cr.CreditRejected, cr.CreditReleased, Failure)
     subscribe(ctx, topics.ORDERS_REPLIES, {t: handlers.advance_checkout for t in saga_replies})

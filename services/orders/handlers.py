@@ -276,6 +276,15 @@ async def get_order(cmd: o.GetOrder, env: Envelope, ctx: ServiceContext) -> None
     await ctx.reply_now(env, reply)
 
 
+async def list_orders(cmd: o.ListOrders, env: Envelope, ctx: ServiceContext) -> None:
+    async with ctx.uow(env) as uow:
+        repo = OrdersRepository(uow.session, env.tenant_id, env.livemode)
+        orders, has_more = await repo.page_of_orders(cmd.customer_id, cmd.starting_after, cmd.limit)
+        lines = await repo.lines_of([order.id for order in orders])
+        reply = o.OrderList(orders=[order_view(order, lines.get(order.id, [])) for order in orders], has_more=has_more)
+    await ctx.reply_now(env, reply)
+
+
 async def upsert_customer(rec: CustomerUpsert, env: Envelope, ctx: ServiceContext) -> None:
     async with ctx.uow(env) as uow:
         await uow.claim()

@@ -40,6 +40,24 @@ class OrdersRepository:
         stmt = select(OrderLine).where(OrderLine.order_id == order_id).order_by(OrderLine.position)
         return list((await self.session.execute(stmt)).scalars())
 
+    async def page_of_orders(self, customer_id: str, starting_after: str | None, limit: int) -> tuple[list[Order], bool]:
+        """The customer's orders newest first (ids are ULIDs: they sort by time), after `starting_after`."""
+        stmt = select(Order).where(Order.customer_id == customer_id)
+        if starting_after is not None:
+            stmt = stmt.where(Order.id < starting_after)
+        rows = list((await self.session.execute(stmt.order_by(Order.id.desc()).limit(limit + 1))).scalars())
+        return rows[:limit], len(rows) > limit
+
+    async def lines_of(self, order_ids: list[str]) -> dict[str, list[OrderLine]]:
+        if not order_ids:
+            return {}
+        stmt = select(OrderLine).where(OrderLine.order_id.in_(order_ids)).order_by(OrderLine.order_id,
+                                                                                   OrderLine.position)
+        found: dict[str, list[OrderLine]] = {}
+        for line in (await self.session.execute(stmt)).scalars():
+            found.setdefault(line.order_id, []).append(line)
+        return found
+
     async def customer(self, customer_id: str) -> Customer | None:
         stmt = select(Customer).where(Customer.customer_id == customer_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()

@@ -1,14 +1,36 @@
-"""GET /v1/orders/{order_id}: an order of the token's customer (any other order is not found)."""
+"""GET /v1/orders[/{order_id}]: the token's customer's orders (any other order is not found)."""
 
 from aiohttp import web
+from pydantic import Field, ValidationError
 
 from libs.contracts import topics
 from libs.contracts.ids import ORDER
-from libs.contracts.orders import GetOrder, OrderView
+from libs.contracts.orders import GetOrder, ListOrders, OrderList, OrderView
 
 from .. import objects
 from ..state import CALLER, SHOPPER, endpoint
-from . import ask, path_id
+from . import Body, ask, path_id, validation_error
+
+
+class OrdersQuery(Body):
+    limit: int = Field(10, ge=1, le=100)
+    starting_after: str | None = Field(None, pattern=rf"^{ORDER}_[0-9A-Za-z]{{1,64}}$",
+                                       description="the last order id of the page before")
+
+
+@endpoint(scope="orders:read", query=OrdersQuery)
+async def list_orders(request: web.Request) -> web.Response:
+    try:
+        query = OrdersQuery.model_validate(dict(request.query))
+    except ValidationError as e:
+        raise validation_error(e) from None
+    customer_id = request[SHOPPER].customer_id
+    reply = await ask(request, topics.ORDERS_COMMANDS, customer_id,
+                      ListOrders(customer_id=customer_id, limit=query.limit, starting_after=query.starting_after),
+                      OrderList)
+    livemode = request[CALLER].livemode
+    return web.json_response(objects.listing("/v1/orders", [objects.order(o, livemode) for o in reply.orders],
+                                             reply.has_more))
 
 
 @endpoint(scope="orders:read")
@@ -20,4 +42,5 @@ async def get_order(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/orders", list_orders)
     app.router.add_get("/v1/orders/{order_id}", get_order)
