@@ -150,14 +150,15 @@ async def test_order_lists_show_only_the_callers_orders(world: World, http):
 
 
 
-async def checkouts_of(stack, cart_id: str) -> set[tuple[str, bool, str]]:
-    """(tenant, livemode, state) of every checkout saga orders keeps for this cart id, read from its database."""
+async def checkouts_of(stack, cart_id: str) -> list[dict]:
+    """Every checkout saga orders keeps for this cart id (any tenant or mode), read from its database."""
     conn = await asyncpg.connect(stack.dsns["orders"])
     try:
-        rows = await conn.fetch("SELECT tenant_id, livemode, state FROM checkouts WHERE cart_id = $1", cart_id)
+        rows = await conn.fetch("SELECT tenant_id, livemode, state, created_at, step_deadline FROM checkouts "
+                                "WHERE cart_id = $1 ORDER BY created_at", cart_id)
     finally:
         await conn.close()
-    return {(r["tenant_id"], r["livemode"], r["state"]) for r in rows}
+    return [dict(r) for r in rows]
 
 
 async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: World, stack, until):
@@ -166,7 +167,7 @@ async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: Wo
     cart = await owner.cart_with(token, {"sku": "OIL-1L", "quantity": 1})
     key = new_id("k")
     # With the cart service down, each saga waits at its first step (freezing) until its deadline:
-    # the outsider's is surely in flight when the owner's command arrives.
+    # the outsider's is in flight when the owner's command arrives, unless this machine is slower than that deadline.
     await stack.stop_service("cart")
     tasks = []
     try:
@@ -175,9 +176,13 @@ async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: Wo
         tasks.append(asyncio.create_task(owner.checkout(token, cart["id"], key=key)))
         await until(lambda: owner_started(stack, cart["id"], tenant), timeout=5,
                     message="the owner's saga started beside the outsider's")
+        theirs_then = next(c for c in await checkouts_of(stack, cart["id"]) if c["tenant_id"] != tenant)
     finally:
         await stack.start_service("cart")
         theirs, mine = (await asyncio.gather(*tasks, return_exceptions=True) + [None])[:2]
+    if theirs_then["state"] not in ("freezing", "pricing", "reserving"):
+        pytest.skip(f"the outsider's saga was no longer in flight ({theirs_then['state']}) beside the owner's: "
+                    "this machine is slower than the saga's step deadline")
     # 504 only if the cart service came back after a saga's step deadline; retrying with the key is safe
     assert theirs.status in (404, 504) and mine.status in (201, 504), (theirs.body, mine.body)
 
@@ -186,5 +191,5 @@ async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: Wo
     await until(placed, timeout=30, message="the owner's checkout placed its order")
 
 
-async def owner_started(stack, cart_id: str, tenant_id: str) -> bool:
-    return any(t == tenant_id and not live for t, live, _ in await checkouts_of(stack, cart_id))
+async def owner_started(stack, cart_id: str, tenant_id: str) -> dict | None:
+    return next((c for c in await checkouts_of(stack, cart_id) if c["tenant_id"] == tenant_id), None)
