@@ -91,6 +91,7 @@ CASES: dict[str, Case] = {
     "remove_line": Case(200, MISSING, fresh=True),
     "price_cart": Case(200, MISSING, lambda o: {}, fresh=True),
     "checkout": Case(201, MISSING, lambda o: {"cart_id": o.cart_id}, fresh=True),
+    "list_orders": Case(200, (200, None)),  # another tenant's or mode's own list
     "get_order": Case(200, MISSING),
 }
 
