@@ -85,7 +85,8 @@ class Settings(ServiceSettings):
     @classmethod
     def _strong_previous(cls, v: list[SecretStr]) -> list[SecretStr]:
         if len(v) > MAX_PREVIOUS_SECRETS:
-            raise ValueError(f"at most {MAX_PREVIOUS_SECRETS} previous signing secrets: drop those older than the token TTL")
+            raise ValueError(f"at most {MAX_PREVIOUS_SECRETS} previous signing secrets: "
+                             "drop those older than the token TTL")
         for i, secret in enumerate(v, 1):
             if _weak(secret.get_secret_value()):
                 raise ValueError(f"HARMON_GATEWAY_PREVIOUS_SIGNING_SECRETS: secret #{i} is weak; each must be at "
