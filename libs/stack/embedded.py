@@ -6,6 +6,7 @@ terminal reaches only our process, which then stops them in order.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib.metadata
 import importlib.util
 import logging
@@ -18,6 +19,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -76,6 +78,22 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return "\nState:\tZ" not in _read(f"/proc/{pid}/status")
+
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A preexec_fn: the child gets `sig` when its parent dies, so a killed `harmon dev` or test run
+    leaves no broker, database or service behind. It runs between fork and exec (after any change
+    of user, which would clear it), and "parent" is the thread that forked: spawn from the event
+    loop's thread, never from asyncio.to_thread."""
+
+    def arm() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, sig)
+    return arm
 
 
 class _Child:
@@ -172,7 +190,8 @@ class EmbeddedBroker:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV} | {"NO_COLOR": "1"}
         started = time.monotonic()
         self._child.spawn([str(self._binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                           "--storage-engine", "memory://tansu/"], env=env, cwd=self.run_dir)
+                           "--storage-engine", "memory://tansu/"], env=env, cwd=self.run_dir,
+                          preexec_fn=die_with_parent(signal.SIGTERM))
         await self._child.wait_ready(self._accepts_kafka, self.startup_timeout, signal.SIGTERM)
         log.info("tansu broker pid %s ready on %s in %.2f s", self.pid, self.bootstrap, time.monotonic() - started)
         return self.bootstrap
@@ -342,7 +361,8 @@ class EmbeddedPostgres:
         if not self.fsync:
             argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         dsn = self.admin_dsn
-        self._child.spawn(argv, **self._run_kwargs())
+        # SIGINT: PostgreSQL's fast shutdown (its sessions end, the data is consistent)
+        self._child.spawn(argv, preexec_fn=die_with_parent(signal.SIGINT), **self._run_kwargs())
 
         async def accepts() -> bool:
             # Probe only once *our* postmaster reports "ready": another server could own the port.

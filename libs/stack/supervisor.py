@@ -4,12 +4,11 @@ and the six services as separate processes. `harmon dev` and the test suite both
 Every child runs in its own session, so a Ctrl-C at the terminal reaches only the supervisor, which
 then stops things in order: services first (SIGTERM, they drain while the broker and PostgreSQL are
 still up), then PostgreSQL and the broker. Services also get SIGTERM from the kernel if the
-supervisor dies without stopping them (Linux parent-death signal).
+supervisor dies without stopping them (Linux parent-death signal), and so do the broker and PostgreSQL.
 """
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import fcntl
 import importlib.util
@@ -36,24 +35,20 @@ from libs.contracts.topics import all_topic_names
 from libs.runtime.kafka import ensure_topics
 from libs.runtime.migrations import alembic_config
 
-from .embedded import EmbeddedBroker, EmbeddedPostgres, _Child, _tail, free_port
+from .embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    _Child,
+    _tail,
+    die_with_parent,
+    free_port,
+)
 
 log = logging.getLogger("harmon.stack")
 
 SERVICES: tuple[str, ...] = ("gateway", "cart", "pricing", "credit", "orders", "notifier")
 DEFAULT_PARTITIONS = 8
 SIGNING_SECRET_BYTES = 48  # the gateway wants at least 32 characters
-
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec; the "parent" is the thread that forked, so spawn
-    # services only from the event loop's thread (never from asyncio.to_thread).
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
 
 def write_private_json(path: Path, data: Any) -> None:
     """Write `data` as JSON readable by its owner only (0600), atomically."""
@@ -405,7 +400,7 @@ class Stack:
     def _spawn(self, service: str) -> None:
         child = self._children.setdefault(service, _Child(service, self.log_path(service)))
         child.spawn([sys.executable, "-m", f"services.{service}"], env=self.service_env(service),
-                    cwd=self.data_dir, preexec_fn=_die_with_parent)
+                    cwd=self.data_dir, preexec_fn=die_with_parent())
         log.info("%s started, pid %s, log %s", service, child.pid, child.log_path)
 
     async def _wait_ready(self, service: str) -> None:

@@ -262,3 +262,37 @@ async def test_non_root_path_runs_wheel_binaries_in_place() -> None:
         assert (base / "pg" / "pgdata" / "PG_VERSION").exists()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+_ORPHAN_SCRIPT = """
+import asyncio, json, sys
+from pathlib import Path
+from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres
+
+async def main():
+    broker = EmbeddedBroker(Path(sys.argv[1]))
+    pg = EmbeddedPostgres(Path(sys.argv[2]), fsync=False)
+    await broker.start()
+    await pg.start()
+    print(json.dumps({"broker": broker.pid, "postgres": pg.pid}), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_launcher_leaves_no_broker_or_database_behind(tmp_path: Path, pg_dir: Path) -> None:
+    # `harmon dev` or a test run killed with SIGKILL (an OOM kill, a CI timeout) never stops its children;
+    # the kernel's parent-death signal must, or they keep their ports and CPU until someone notices.
+    launcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _ORPHAN_SCRIPT, str(tmp_path / "run"), str(pg_dir),
+        stdout=asyncio.subprocess.PIPE, cwd=PROJECT_ROOT,
+    )
+    try:
+        line = await asyncio.wait_for(launcher.stdout.readline(), 60)  # type: ignore[union-attr]
+        pids = __import__("json").loads(line)
+        assert all(not _process_gone(pid) for pid in pids.values())
+    finally:
+        launcher.kill()
+        await launcher.wait()
+    await _until(lambda: all(_process_gone(pid) for pid in pids.values()), timeout=20)
