@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from libs.contracts.ids import new_id
 from libs.runtime.scoping import bind, unscoped
 
+from .cors import browser_origin
 from .customers import is_active_customer
 from .errors import AUTHENTICATION, PERMISSION, ApiError
-from .cors import browser_origin
 from .ratelimit import MINT_SCOPE
 from .state import (CALLER, KIND_PUBLISHABLE, KIND_SECRET, RATE_LIMITER, SESSIONMAKER, SETTINGS, SHOPPER, TOKENS,
                     endpoint_of)
@@ -258,11 +258,10 @@ class ShopperTokens:
         return Shopper(customer_id=sub, token_id=str(claims["jti"]), expires_at=datetime.fromtimestamp(expires, UTC))
 
 
-async def find_tenant_key(session: AsyncSession, tenant_id: str, livemode: bool, kid: str) -> TenantKey | None:
-    """The tenant's unrevoked signing key of this mode named `kid`, if any."""
+async def find_tenant_key(session: AsyncSession, kid: str) -> TenantKey | None:
+    """The unrevoked signing key named `kid` of the session's tenant and mode (another's is not found), if any."""
     if not TENANT_KID_PATTERN.match(kid):
         return None  # not a kid anyone could have registered: spare the query
-    bind(session, tenant_id, livemode)  # the caller's scope: another tenant's or mode's kid is not found
     row = (await session.execute(sa.select(TenantSigningKey).where(
         TenantSigningKey.kid == kid, TenantSigningKey.revoked_at.is_(None),
     ))).scalar_one_or_none()
@@ -277,7 +276,7 @@ async def verify_shopper_token(session: AsyncSession, tokens: ShopperTokens, tok
     kid = tokens.signing_key_id(token)
     tenant_key = None
     if not tokens.is_deployment_key(kid):
-        tenant_key = await find_tenant_key(session, caller.tenant_id, caller.livemode, kid)
+        tenant_key = await find_tenant_key(session, kid)
     return tokens.verify(token, caller.tenant_id, caller.livemode, tenant_key)
 
 
@@ -303,6 +302,7 @@ def auth_middleware() -> web.middleware:
                 await limiter.count_failed_auth(request)
                 raise
             request[CALLER] = caller
+            bind(session, caller.tenant_id, caller.livemode)  # every later query of this request: the key's scope
             await limiter.check_key(request, caller.key_id, caller.kind == KIND_PUBLISHABLE,
                                     endpoint is not None and endpoint.scope == MINT_SCOPE, caller.rate_limit,
                                     caller.mint_rate_limit)

@@ -1,5 +1,4 @@
 from pathlib import Path
-
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
