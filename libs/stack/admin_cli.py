@@ -50,6 +50,12 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
 
 
+def _print_rows(as_json: bool, rows: list[dict[str, Any]], header: tuple[str, ...],
+                cells: list[tuple[str, ...]]) -> None:
+    """A listing: `rows` as JSON for scripts, or `cells` under `header` as a table for people."""
+    print(json.dumps(rows, indent=2, ensure_ascii=False) if as_json else _table(header, cells))
+
+
 class CommandError(Exception):
     """Ends a command with a message on stderr and this exit code."""
 
@@ -146,13 +152,12 @@ async def tenants_list(args: argparse.Namespace) -> int:
 
     async with gateway_session(args) as session:
         tenants = await admin.list_tenants(session)
-    if args.json:
-        print(json.dumps([{"id": t.id, "name": t.name, "created": _when(t.created_at), "rate_limit": t.rate_limit,
-                           "mint_rate_limit": t.mint_rate_limit} for t in tenants], indent=2))
-    else:
-        print(_table(("ID", "NAME", "CREATED", "RATE_LIMIT", "MINT_RATE_LIMIT"),
-                     [(t.id, t.name, _when(t.created_at), _limit_cell(t.rate_limit), _limit_cell(t.mint_rate_limit))
-                      for t in tenants]))
+    _print_rows(args.json,
+                [{"id": t.id, "name": t.name, "created": _when(t.created_at), "rate_limit": t.rate_limit,
+                  "mint_rate_limit": t.mint_rate_limit} for t in tenants],
+                ("ID", "NAME", "CREATED", "RATE_LIMIT", "MINT_RATE_LIMIT"),
+                [(t.id, t.name, _when(t.created_at), _limit_cell(t.rate_limit), _limit_cell(t.mint_rate_limit))
+                 for t in tenants])
     return 0
 
 
@@ -197,12 +202,9 @@ async def keys_list(args: argparse.Namespace) -> int:
     rows = [{"id": k.id, "key": admin.key_hint(k), "kind": admin.key_kind(k), "mode": "live" if k.livemode else "test",
              "scopes": k.scopes, "name": k.name, "created": _when(k.created_at), "status": _key_status(k, now)}
             for k in keys]
-    if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-    else:
-        print(_table(("ID", "KEY", "KIND", "MODE", "SCOPES", "NAME", "CREATED", "STATUS"),
-                     [(r["id"], r["key"], r["kind"], r["mode"], _scopes_cell(r["kind"], r["scopes"]),
-                       r["name"] or "-", r["created"], r["status"]) for r in rows]))
+    _print_rows(args.json, rows, ("ID", "KEY", "KIND", "MODE", "SCOPES", "NAME", "CREATED", "STATUS"),
+                [(r["id"], r["key"], r["kind"], r["mode"], _scopes_cell(r["kind"], r["scopes"]),
+                  r["name"] or "-", r["created"], r["status"]) for r in rows])
     return 0
 
 
@@ -334,12 +336,9 @@ async def signing_keys_list(args: argparse.Namespace) -> int:
     rows = [{"id": k.id, "kid": k.kid, "algorithm": k.algorithm, "mode": "live" if k.livemode else "test",
              "fingerprint": admin.key_fingerprint(k.public_key), "created": _when(k.created_at),
              "status": _signing_key_status(k)} for k in keys]
-    if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-    else:
-        print(_table(("ID", "KID", "ALG", "MODE", "FINGERPRINT", "CREATED", "STATUS"),
-                     [(r["id"], r["kid"], r["algorithm"], r["mode"], r["fingerprint"], r["created"], r["status"])
-                      for r in rows]))
+    _print_rows(args.json, rows, ("ID", "KID", "ALG", "MODE", "FINGERPRINT", "CREATED", "STATUS"),
+                [(r["id"], r["kid"], r["algorithm"], r["mode"], r["fingerprint"], r["created"], r["status"])
+                 for r in rows])
     return 0
 
 
