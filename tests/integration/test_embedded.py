@@ -240,25 +240,32 @@ def _python_for(user: pwd.struct_passwd) -> str | None:
     return None
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="run as non-root, the test above already covers this path")
-async def test_non_root_path_runs_wheel_binaries_in_place() -> None:
+async def run_as_nobody(script: str, base: Path, arg: Path, timeout: float) -> str:
+    """Run `script` (with `arg`) as `nobody` from an interpreter it can run, in `base` (given to nobody);
+    its output, after asserting it exited 0. Skips when no such interpreter exists."""
     nobody = pwd.getpwnam("nobody")
     python = await asyncio.to_thread(_python_for, nobody)
     if python is None:
         pytest.skip("no Python interpreter of this version is runnable by 'nobody'")
     site_packages = Path(asyncpg.__file__).parents[1]
+    os.chown(base, nobody.pw_uid, nobody.pw_gid)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": f"{PROJECT_ROOT}:{site_packages}"}
+    proc = await asyncio.create_subprocess_exec(
+        python, "-S", "-c", script, str(arg), env=env, cwd=base,
+        user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out = (await asyncio.wait_for(proc.communicate(), timeout))[0].decode()
+    assert proc.returncode == 0, out
+    return out
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="run as non-root, the test above already covers this path")
+async def test_non_root_path_runs_wheel_binaries_in_place() -> None:
     base = Path(tempfile.mkdtemp(prefix="harmon-test-nonroot-"))
     try:
-        os.chown(base, nobody.pw_uid, nobody.pw_gid)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONPATH": f"{PROJECT_ROOT}:{site_packages}"}
-        proc = await asyncio.create_subprocess_exec(
-            python, "-S", "-c", NON_ROOT_SCRIPT, str(base / "pg"), env=env, cwd=base,
-            user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, out.decode()
-        assert f"non-root ok {nobody.pw_uid}" in out.decode()
+        out = await run_as_nobody(NON_ROOT_SCRIPT, base, base / "pg", 60)
+        assert f"non-root ok {pwd.getpwnam('nobody').pw_uid}" in out
         assert (base / "pg" / "pgdata" / "PG_VERSION").exists()
     finally:
         shutil.rmtree(base, ignore_errors=True)

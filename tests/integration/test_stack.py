@@ -22,8 +22,8 @@ from libs.contracts.ids import CUSTOMER, new_id
 from libs.stack.demo import ErpPublisher, TenantKeys
 from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from libs.stack.supervisor import SERVICES, Stack
-from tests.conftest import discard_data_dir, fresh_data_dir, unwritten_services, until
-from tests.integration.test_embedded import _python_for
+from tests.conftest import discard_data_dir, fresh_data_dir, until, unwritten_services
+from tests.integration.test_embedded import run_as_nobody
 
 CART_ONLY = ("cart",)
 
@@ -178,23 +178,10 @@ asyncio.run(main())
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="not root: every other test here already runs without root")
 async def test_a_stack_runs_without_root() -> None:
-    nobody = pwd.getpwnam("nobody")
-    python = await asyncio.to_thread(_python_for, nobody)
-    if python is None:
-        pytest.skip("no Python interpreter of this version is runnable by 'nobody'")
-    site_packages = Path(asyncpg.__file__).parents[1]
     base = fresh_data_dir("harmon-test-nonroot-")
     try:
-        os.chown(base, nobody.pw_uid, nobody.pw_gid)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONPATH": f"{Path(__file__).resolve().parents[2]}:{site_packages}"}
-        proc = await asyncio.create_subprocess_exec(
-            python, "-S", "-c", NON_ROOT_SCRIPT, str(base / "data"), env=env, cwd=base,
-            user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await asyncio.wait_for(proc.communicate(), 120)
-        assert proc.returncode == 0, out.decode()
-        assert f"non-root stack ok {nobody.pw_uid}" in out.decode()
+        out = await run_as_nobody(NON_ROOT_SCRIPT, base, base / "data", 120)
+        assert f"non-root stack ok {pwd.getpwnam('nobody').pw_uid}" in out
         assert not (base / "data" / "pg" / "pginstall").exists()  # the wheel's binaries, run in place
     finally:
         discard_data_dir(base)
