@@ -23,7 +23,8 @@ from typing import Any
 from libs.contracts.topics import all_topic_names
 
 from .admin_cli import add_admin_parsers, add_signing_key_parsers
-from .supervisor import DEFAULT_PARTITIONS, SERVICES, Stack, migrate
+from .databases import migrate
+from .supervisor import DEFAULT_PARTITIONS, SERVICES, Stack
 
 log = logging.getLogger("harmon.cli")
 

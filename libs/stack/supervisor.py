@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
-import importlib.util
 import json
 import logging
 import os
@@ -20,29 +19,19 @@ import signal
 import socket
 import stat
 import sys
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import aiohttp
-import asyncpg
-from alembic import command
 
 from libs.contracts.topics import all_topic_names
 from libs.runtime.kafka import ensure_topics
-from libs.runtime.migrations import alembic_config
 
-from .embedded import (
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    _Child,
-    _tail,
-    die_with_parent,
-    free_port,
-)
+from .databases import ExternalPostgres, migrate
+from .embedded import EmbeddedBroker, EmbeddedPostgres, _Child, _tail, die_with_parent, free_port
 
 log = logging.getLogger("harmon.stack")
 
@@ -80,74 +69,6 @@ class SecretStore:
         if key not in self._data:
             self.set(key, secrets.token_urlsafe(nbytes))
         return self._data[key]
-
-
-class ExternalPostgres(EmbeddedPostgres):
-    """An existing server named by an admin DSN (HARMON_DATABASE_URL): roles and databases are made
-    there with the same code as the embedded server's; nothing is started or stopped."""
-
-    def __init__(self, admin_dsn: str) -> None:  # not super().__init__(): that prepares a local cluster
-        for prefix in ("postgresql+asyncpg://", "postgres://"):
-            if admin_dsn.startswith(prefix):
-                admin_dsn = "postgresql://" + admin_dsn[len(prefix):]
-        if not admin_dsn.startswith("postgresql://"):
-            raise ValueError("HARMON_DATABASE_URL must be a postgresql:// URL")
-        self._admin_dsn = admin_dsn
-        parts = urlsplit(admin_dsn)
-        self._host = parts.netloc.rsplit("@", 1)[-1]
-        self.port = parts.port or 5432
-
-    @property
-    def pid(self) -> int | None:
-        return None
-
-    @property
-    def admin_dsn(self) -> str:
-        return self._admin_dsn
-
-    def _dsn(self, user: str, password: str, database: str) -> str:
-        parts = urlsplit(self._admin_dsn)
-        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{self._host}"
-        return urlunsplit((parts.scheme, netloc, f"/{database}", parts.query, ""))
-
-    async def start(self) -> str:
-        try:
-            await (await asyncpg.connect(self._admin_dsn, timeout=10)).close()
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
-            raise RuntimeError(f"cannot connect to HARMON_DATABASE_URL (host {self._host}): {exc}") from exc
-        return self._admin_dsn
-
-    async def stop(self) -> None:
-        return None
-
-
-def migrations_dir(service: str) -> Path:
-    """`services/<service>/migrations`, located without importing the service."""
-    spec = importlib.util.find_spec(f"services.{service}")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"service package services.{service} is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "migrations"
-
-
-# alembic's `context` and the loading of env.py are process-global: one migration at a time per
-# process, even with two Stacks (two event loops' worth of callers) in it.
-_MIGRATING = threading.Lock()
-
-
-def _upgrade(migrations: Path, dsn: str) -> None:
-    with _MIGRATING:
-        command.upgrade(alembic_config(migrations, dsn), "head")
-
-
-async def migrate(dsns: Mapping[str, str]) -> None:
-    """Bring each service's database to its migrations' head, one after another."""
-    for service, dsn in dsns.items():
-        started = time.monotonic()
-        try:
-            await asyncio.to_thread(_upgrade, migrations_dir(service), dsn)
-        except Exception as exc:
-            raise RuntimeError(f"migrating the {service} database failed: {type(exc).__name__}: {exc}") from exc
-        log.info("%s database migrated in %.2f s", service, time.monotonic() - started)
 
 
 def _port_free(port: int) -> bool:
