@@ -5,12 +5,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -19,7 +17,7 @@ from libs.contracts.envelope import Envelope
 from libs.contracts.topics import TopicSpec
 
 from .db import RuntimeTables
-from .kafka import subscriber_options
+from .kafka import OffsetCommitter, subscriber_options
 from .logs import request_id_var
 from .metrics import Metrics
 from .outbox import Outbox, OutgoingMessage
@@ -103,6 +101,7 @@ class UnitOfWork:
         self.incoming = incoming
         self._unscoped = unscoped
         self._pending: list[OutgoingMessage] = []
+        self._claim = False
         self.session: AsyncSession
 
     async def __aenter__(self) -> "UnitOfWork":
@@ -118,18 +117,14 @@ class UnitOfWork:
         await self.session.close()
 
     async def claim(self) -> None:
-        """Record the incoming message as processed; raise Duplicate if it already was."""
+        """Record the incoming message as processed when the unit of work commits.
+
+        The inbox row is written by the same statement as the outbox rows (see `commit`), one round
+        trip fewer per message; a message processed before makes `commit` raise `Duplicate`, and the
+        transaction — whatever the handler decided again — is rolled back.
+        """
         assert self.incoming is not None
-        inbox = self.ctx.tables.inbox
-        stmt = (
-            pg_insert(inbox)
-            .values(message_id=self.incoming.message_id, tenant_id=self.incoming.tenant_id,
-                    livemode=self.incoming.livemode, message_type=self.incoming.type)
-            .on_conflict_do_nothing()
-            .returning(inbox.c.message_id)
-        )
-        if (await self.session.execute(stmt)).first() is None:
-            raise Duplicate(self.incoming.message_id)
+        self._claim = True
 
     def send(self, topic: str, key: str | None, payload: Message, **fields) -> Envelope:
         env = derive(self.incoming, payload, **fields)
@@ -149,12 +144,23 @@ class UnitOfWork:
         self._pending = []
 
     async def commit(self) -> None:
-        if self._pending:
-            await self.session.execute(sa.insert(self.ctx.tables.outbox), self.ctx.outbox.rows(self._pending))
-        await self.session.commit()
+        """Commit the state change with its inbox record and outbox rows; then hand the rows to the producer."""
+        claim = None
+        if self._claim:
+            assert self.incoming is not None
+            claim = (self.incoming.message_id, self.incoming.tenant_id, self.incoming.livemode, self.incoming.type)
+        outbox = self.ctx.outbox
+        confirmed = outbox.take_confirmed()
+        try:
+            if not await outbox.write(await self.session.connection(), claim, self._pending, confirmed):
+                raise Duplicate(self.incoming.message_id if self.incoming else "")
+            await self.session.commit()
+        except BaseException:
+            outbox.give_back(confirmed)
+            raise
         sent, self._pending = self._pending, []
         if sent:
-            await self.ctx.outbox.publish_committed(sent)
+            await outbox.publish_committed(sent)
 
 
 async def answer_command(ctx: ServiceContext, env: Envelope, decide: Callable[[UnitOfWork], Awaitable[Message | None]]) -> None:
@@ -169,7 +175,6 @@ async def answer_command(ctx: ServiceContext, env: Envelope, decide: Callable[[U
         except Rejection as r:
             await uow.session.rollback()
             uow.discard()
-            await uow.claim()
             result = r.failure()
         if result is not None:
             uow.reply(result)
@@ -179,9 +184,18 @@ async def answer_command(ctx: ServiceContext, env: Envelope, decide: Callable[[U
 Handler = Callable[[Message, Envelope, ServiceContext], Awaitable[None]]
 
 
-async def _raw_body(msg: KafkaMessage) -> bytes:
-    # the envelope is validated once, by pydantic, from the raw bytes
-    return msg.body
+async def _stream_message(msg: KafkaMessage) -> KafkaMessage:
+    # the handler takes the whole message (topic, offset, consumer); the envelope is validated once,
+    # by pydantic, from the raw bytes
+    return msg
+
+
+async def stop_consuming(ctx: ServiceContext) -> None:
+    """Commit the offsets of handled messages, then stop the broker (it waits for handlers in flight)."""
+    committer = ctx.extras.get("committer")
+    if committer is not None:
+        await committer.stop()
+    await ctx.broker.stop()
 
 
 def subscribe(ctx: ServiceContext, topic: TopicSpec | str, handlers: dict[type[Message], Handler]) -> None:
@@ -222,7 +236,15 @@ def open_subscriptions(ctx: ServiceContext) -> None:
                 log.warning("could not publish to %s; retrying", dlt, exc_info=True)
                 await asyncio.sleep(1.0)
 
-    async def consume(body: bytes, msg: KafkaMessage) -> None:
+    committer = OffsetCommitter(ctx.name)
+    ctx.extras["committer"] = committer
+
+    async def consume(msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        await handle(msg)  # handled, retried to success, or dead-lettered: never raises but when cancelled
+        committer.processed(msg.consumer, raw.topic, raw.partition, raw.offset)
+
+    async def handle(msg: KafkaMessage) -> None:
         name = msg.raw_message.topic
         try:
             env = Envelope.from_bytes(msg.body)
@@ -265,6 +287,6 @@ def open_subscriptions(ctx: ServiceContext) -> None:
         finally:
             request_id_var.reset(token)
 
-    sub = ctx.broker.subscriber(*ctx.routes, decoder=_raw_body, **subscriber_options(ctx.settings, ctx.name))
+    sub = ctx.broker.subscriber(*ctx.routes, decoder=_stream_message, **subscriber_options(ctx.settings, ctx.name))
     sub(consume)
     ctx.subscribers.append(sub)

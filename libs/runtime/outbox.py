@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from faststream.kafka import KafkaBroker
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .db import RuntimeTables
 
@@ -40,9 +40,37 @@ class Outbox:
         self._tasks: list[asyncio.Task] = []
         self._confirming: set[asyncio.Task] = set()
 
-    def rows(self, messages: list[OutgoingMessage]) -> list[dict]:
-        return [dict(message_id=m.message_id, tenant_id=m.tenant_id, livemode=m.livemode, topic=m.topic, key=m.key,
-                     value=m.value) for m in messages]
+    async def write(self, conn: AsyncConnection, claim: tuple[str, str, bool, str] | None,
+                    messages: list[OutgoingMessage], confirmed: list[str]) -> bool:
+        """In the caller's transaction and one round trip: claim the incoming message in the inbox, queue
+        `messages` in the outbox, and mark `confirmed` (rows the broker acknowledged) sent.
+
+        Returns False if the claim found the message already processed (the caller rolls back).
+        """
+        if claim is None and not messages and not confirmed:
+            return True
+        params = dict(
+            confirmed=confirmed,
+            ids=[m.message_id for m in messages], tenants=[m.tenant_id for m in messages],
+            modes=[m.livemode for m in messages], topics=[m.topic for m in messages],
+            keys=[m.key for m in messages], values=[m.value for m in messages],
+        )
+        if claim is None:
+            return (await conn.execute(_WRITE, params)).scalar_one()
+        in_id, in_tenant, in_mode, in_type = claim
+        params.update(in_id=in_id, in_tenant=in_tenant, in_mode=in_mode, in_type=in_type)
+        return (await conn.execute(_CLAIM_AND_WRITE, params)).scalar_one()
+
+    def take_confirmed(self) -> list[str]:
+        """Ids the broker confirmed since the last call, for the next transaction to mark sent."""
+        ids, self._sent = self._sent, []
+        return ids
+
+    def give_back(self, ids: list[str]) -> None:
+        """A transaction that was to mark these sent did not commit: mark them later."""
+        if ids:
+            self._sent.extend(ids)
+            self._sent_flag.set()
 
     async def publish_committed(self, messages: list[OutgoingMessage]) -> None:
         """Hand rows just committed to the producer and return; acks are awaited in the background.
@@ -95,15 +123,16 @@ class Outbox:
             )
 
     async def _mark_sent_loop(self) -> None:
-        # Batched so the hot path pays one UPDATE per burst, not one per message.
+        # Busy services mark rows sent in the next handler's statement (`write`); this marks what a
+        # quiet service left over, a little later, so the relay (grace period) does not resend it.
         while True:
             await self._sent_flag.wait()
             self._sent_flag.clear()
+            await asyncio.sleep(min(0.5, self._relay_grace_s / 4))
             try:
                 await self._flush_sent()
             except Exception:
                 log.warning("could not mark outbox rows sent; the relay may send them again", exc_info=True)
-            await asyncio.sleep(0.05)
 
     async def relay_once(self) -> int:
         """Send unsent rows older than the grace period (the ones publish-after-commit missed)."""
@@ -134,3 +163,28 @@ class Outbox:
                 await self.relay_once()
             except Exception:
                 log.warning("outbox relay failed; retrying in %.1fs", self._relay_interval_s, exc_info=True)
+
+
+# The inbox claim, the outbox rows and the sent marks of one unit of work, in one statement: each
+# round trip to PostgreSQL costs more here than the SQL it carries. Data-modifying CTEs run once and
+# to completion whether or not the final SELECT reads them. Table names are the runtime's own.
+_QUEUE_AND_MARK = """
+marked AS (
+    UPDATE outbox SET sent_at = now()
+    WHERE sent_at IS NULL AND message_id = ANY(CAST(:confirmed AS text[]))
+    RETURNING 1
+),
+queued AS (
+    INSERT INTO outbox (message_id, tenant_id, livemode, topic, key, value)
+    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:tenants AS text[]), CAST(:modes AS boolean[]),
+                         CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:values AS bytea[]))
+    RETURNING 1
+)"""
+_WRITE = sa.text(f"WITH {_QUEUE_AND_MARK} SELECT true")
+_CLAIM_AND_WRITE = sa.text(f"""WITH claimed AS (
+    INSERT INTO inbox (message_id, tenant_id, livemode, message_type)
+    VALUES (:in_id, :in_tenant, :in_mode, :in_type)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), {_QUEUE_AND_MARK}
+SELECT EXISTS (SELECT 1 FROM claimed)""")

@@ -13,7 +13,7 @@ from .db import RuntimeTables, make_engine, make_sessionmaker
 from .health import HealthServer
 from .kafka import ensure_all_topics, make_broker
 from .logs import setup_logging
-from .messaging import ServiceContext, open_subscriptions
+from .messaging import ServiceContext, open_subscriptions, stop_consuming
 from .metrics import Metrics
 from .migrations import head_revision
 from .outbox import Outbox
@@ -66,7 +66,7 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await ctx.broker.stop()  # waits up to graceful_timeout for handlers in flight
+        await stop_consuming(ctx)  # waits up to graceful_timeout for handlers in flight
         await ctx.outbox.stop()
         await ctx.engine.dispose()
         await health.stop()

@@ -36,7 +36,7 @@ from .embedded import EmbeddedBroker, EmbeddedPostgres, _Child, _tail, die_with_
 log = logging.getLogger("harmon.stack")
 
 SERVICES: tuple[str, ...] = ("gateway", "cart", "pricing", "credit", "orders", "notifier")
-DEFAULT_PARTITIONS = 8
+DEFAULT_PARTITIONS = 2
 SIGNING_SECRET_BYTES = 48  # the gateway wants at least 32 characters
 
 def write_private_json(path: Path, data: Any) -> None:

@@ -21,7 +21,7 @@ from libs.contracts.ids import REQUEST, new_id
 from libs.runtime.db import make_engine, make_sessionmaker
 from libs.runtime.kafka import ensure_all_topics, ensure_topics, make_broker
 from libs.runtime.logs import request_id_var
-from libs.runtime.messaging import ServiceContext, open_subscriptions
+from libs.runtime.messaging import ServiceContext, open_subscriptions, stop_consuming
 from libs.runtime.metrics import Metrics
 from libs.runtime.migrations import head_revision
 from libs.runtime.outbox import Outbox
@@ -151,7 +151,7 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
     app[CORRELATOR] = correlator
     log.info("replies on %s", correlator.reply_topic)
     yield
-    await broker.stop()  # waits for customer upserts in flight
+    await stop_consuming(ctx)  # waits for customer upserts in flight
 
 
 async def housekeeping(app: web.Application) -> AsyncIterator[None]:
