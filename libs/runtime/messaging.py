@@ -17,7 +17,7 @@ from libs.contracts.envelope import Envelope
 from libs.contracts.topics import TopicSpec
 
 from .db import RuntimeTables
-from .kafka import OffsetCommitter, subscriber_options
+from .kafka import GapGuard, OffsetCommitter, subscriber_options
 from .logs import request_id_var
 from .metrics import Metrics
 from .outbox import Outbox, OutgoingMessage
@@ -238,9 +238,12 @@ def open_subscriptions(ctx: ServiceContext) -> None:
 
     committer = OffsetCommitter(ctx.name)
     ctx.extras["committer"] = committer
+    guard = GapGuard(ctx.name) if ctx.settings.broker_mode == "embedded" else None
 
     async def consume(msg: KafkaMessage) -> None:
         raw = msg.raw_message
+        if guard is not None and not guard.admit(msg.consumer, raw.topic, raw.partition, raw.offset):
+            return
         await handle(msg)  # handled, retried to success, or dead-lettered: never raises but when cancelled
         committer.processed(msg.consumer, raw.topic, raw.partition, raw.offset)
 

@@ -39,6 +39,7 @@ class Outbox:
         self._sent_flag = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._confirming: set[asyncio.Task] = set()
+        self._next_prune = 0.0
 
     async def write(self, conn: AsyncConnection, claim: tuple[str, str, bool, str] | None,
                     messages: list[OutgoingMessage], confirmed: list[str]) -> bool:
@@ -152,8 +153,11 @@ class Outbox:
             if rows:
                 await conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=sa.func.now()))
                 log.info("relayed %d outbox message(s)", len(rows))
-            # Sent rows are kept a day for inspection, then pruned.
-            await conn.execute(sa.delete(t).where(t.c.sent_at < sa.func.now() - sa.text("interval '1 day'")))
+            # Sent rows are kept a day for inspection, then pruned (a minute late at most: one pass a minute).
+            now = asyncio.get_running_loop().time()
+            if now >= self._next_prune:
+                self._next_prune = now + 60.0
+                await conn.execute(sa.delete(t).where(t.c.sent_at < sa.func.now() - sa.text("interval '1 day'")))
         return len(rows)
 
     async def _relay_loop(self) -> None:

@@ -88,9 +88,10 @@ async def add_line(cmd: c.AddLine, env: Envelope, ctx: ServiceContext) -> None:
     async def decide(uow: UnitOfWork) -> c.CartView:
         repo = CartRepository(uow.session, env)
         cart = await _customer_cart(repo, cmd.cart_id, cmd.customer_id)
-        if await repo.get_line(cart.id, cmd.line_id) is not None:
+        lines = await repo.lines(cart.id)  # one query serves the resend check and the reply
+        if any(line.id == cmd.line_id for line in lines):
             # the gateway names the line: a resend (a retry after a timeout) finds it added
-            return cart_view(cart, await repo.lines(cart.id))
+            return cart_view(cart, lines)
         domain.ensure_open(cart.status, cart.order_id)
         domain.ensure_version(cart.version, cmd.expected_version)
         product = await repo.get_product(cmd.sku)
@@ -98,14 +99,15 @@ async def add_line(cmd: c.AddLine, env: Envelope, ctx: ServiceContext) -> None:
             raise Rejection("sku_unknown", f"no product with sku {cmd.sku!r}", "sku")
         conv = domain.to_base_units(product.base_uom, product.units, quantity=cmd.quantity,
                                     order_uom=cmd.order_uom, order_quantity=cmd.order_quantity)
-        uow.session.add(CartLine(
+        line = CartLine(
             id=cmd.line_id, cart_id=cart.id, tenant_id=env.tenant_id, livemode=env.livemode, sku=product.sku,
             order_uom=conv.order_uom, order_quantity=conv.order_quantity, factor=conv.factor,
             base_uom=conv.base_uom, base_quantity=conv.base_quantity, created_at=_now(),
-        ))
+        )
+        uow.session.add(line)
         _touch(cart)
-        await uow.session.flush()
-        return cart_view(cart, await repo.lines(cart.id))
+        # the cart row is locked, so no other line can appear meanwhile; the new one sorts last
+        return cart_view(cart, sorted([*lines, line], key=lambda x: (x.created_at, x.id)))
 
     await answer_command(ctx, env, decide)
 
@@ -146,14 +148,13 @@ async def freeze_cart(cmd: c.FreezeCart, env: Envelope, ctx: ServiceContext) -> 
     async def decide(uow: UnitOfWork) -> c.CartFrozen:
         repo = CartRepository(uow.session, env)
         cart = await _customer_cart(repo, cmd.cart_id, cmd.customer_id)
+        lines = await repo.lines(cart.id)  # the cart row is locked: these are the lines it freezes with
         if not (cart.status == "frozen" and cart.frozen_by == cmd.checkout_id):
             domain.ensure_open(cart.status, cart.order_id)
-            lines = await repo.lines(cart.id)
             if not lines:
                 raise Rejection("parameter_invalid", "the cart has no lines to check out", "cart_id")
             cart.status, cart.frozen_by = "frozen", cmd.checkout_id
             _touch(cart)
-        lines = await repo.lines(cart.id)
         return c.CartFrozen(cart_id=cart.id, checkout_id=cmd.checkout_id, customer_id=cart.customer_id,
                             version=cart.version, lines=[line_view(x) for x in lines])
 

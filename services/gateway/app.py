@@ -18,7 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from libs.contracts import topics
 from libs.contracts.ids import REQUEST, new_id
-from libs.runtime.db import make_engine, make_sessionmaker
+from libs.runtime.db import make_engine, make_lookup_sessionmaker, make_sessionmaker
 from libs.runtime.kafka import ensure_all_topics, ensure_topics, make_broker
 from libs.runtime.logs import request_id_var
 from libs.runtime.messaging import ServiceContext, open_subscriptions, stop_consuming
@@ -36,7 +36,7 @@ from .idempotency import IdempotencyStore, idempotency_middleware
 from .ratelimit import Limits, RateLimiter
 from .routes import (carts, checkout, docs, expected_version, health, orders, parse_body, products,
                      shopper_tokens)
-from .state import (BODY, CALLER, CORRELATOR, DRAINING, ENGINE, EXPECTED_VERSION, IDEMPOTENCY, JSON_BODY, METRICS,
+from .state import (BODY, CALLER, CORRELATOR, DRAINING, ENGINE, EXPECTED_VERSION, IDEMPOTENCY, JSON_BODY, LOOKUPS, METRICS,
                      RATE_LIMITER, SERVICE, SESSIONMAKER, SETTINGS, TOKENS, endpoint_of)
 from .tables import runtime
 
@@ -122,6 +122,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     engine = make_engine(settings.database_url, settings.db_pool_size)
     app[ENGINE] = engine
     app[SESSIONMAKER] = make_sessionmaker(engine)
+    app[LOOKUPS] = make_lookup_sessionmaker(engine)
     app[IDEMPOTENCY] = IdempotencyStore(app[SESSIONMAKER], settings.idempotency_lease_s)
     yield
     await engine.dispose()

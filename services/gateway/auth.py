@@ -24,7 +24,7 @@ from .cors import browser_origin
 from .customers import is_active_customer
 from .errors import AUTHENTICATION, PERMISSION, ApiError
 from .ratelimit import MINT_SCOPE
-from .state import (CALLER, KIND_PUBLISHABLE, KIND_SECRET, RATE_LIMITER, SESSIONMAKER, SETTINGS, SHOPPER, TOKENS,
+from .state import (CALLER, KIND_PUBLISHABLE, KIND_SECRET, LOOKUPS, RATE_LIMITER, SETTINGS, SHOPPER, TOKENS,
                     endpoint_of)
 from .tables import ApiKey, Tenant, TenantSigningKey
 
@@ -294,7 +294,8 @@ def auth_middleware() -> web.middleware:
             return await handler(request)  # public: /healthz, /readyz, /metrics
         limiter = request.app[RATE_LIMITER]
         await limiter.guard_address(request)  # before the key is looked at: guessing keys gets nowhere
-        sessionmaker: async_sessionmaker[AsyncSession] = request.app[SESSIONMAKER]
+        # each lookup stands alone (key, signing key, customer): autocommit, no BEGIN/ROLLBACK round trips
+        sessionmaker: async_sessionmaker[AsyncSession] = request.app[LOOKUPS]
         async with sessionmaker() as session:
             try:
                 caller = await authenticate_key(session, request.headers.get("Authorization"))

@@ -16,7 +16,7 @@ from libs.contracts import topics
 from libs.contracts.base import Message
 from libs.contracts.envelope import Envelope
 from libs.contracts.ids import MESSAGE, new_id
-from libs.runtime.kafka import subscriber_options
+from libs.runtime.kafka import GapGuard, subscriber_options
 from libs.runtime.logs import request_id_var
 from libs.runtime.messaging import ServiceContext
 
@@ -25,8 +25,8 @@ from .errors import internal_error, upstream_timeout
 log = logging.getLogger("harmon.gateway.correlator")
 
 
-async def _raw_body(msg: KafkaMessage) -> bytes:
-    return msg.body
+async def _stream_message(msg: KafkaMessage) -> KafkaMessage:
+    return msg
 
 
 class Correlator:
@@ -38,10 +38,12 @@ class Correlator:
         self._positioned = False
         self.late_replies = 0
         self.subscriber = None
+        # the embedded broker can skip a reply (see GapGuard): read it again rather than answer 504
+        self._guard = GapGuard("gateway replies") if ctx.settings.broker_mode == "embedded" else None
 
     def register(self) -> None:
         """Declare the reply subscriber; call before the broker starts."""
-        sub = self._ctx.broker.subscriber(self.reply_topic, decoder=_raw_body,
+        sub = self._ctx.broker.subscriber(self.reply_topic, decoder=_stream_message,
                                           **subscriber_options(self._ctx.settings, None))
         sub(self._on_reply)
         self.subscriber = sub
@@ -65,9 +67,12 @@ class Correlator:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    async def _on_reply(self, body: bytes) -> None:
+    async def _on_reply(self, msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        if self._guard is not None and not self._guard.admit(msg.consumer, raw.topic, raw.partition, raw.offset):
+            return
         try:
-            env = Envelope.from_bytes(body)
+            env = Envelope.from_bytes(msg.body)
         except ValidationError:
             log.warning("undecodable message on %s dropped", self.reply_topic)
             return

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
+LOOKUPS = web.AppKey("lookups", async_sessionmaker[AsyncSession])  # autocommit: keys, signing keys, customers
 TOKENS: web.AppKey["ShopperTokens"] = web.AppKey("tokens")
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 SERVICE: web.AppKey["ServiceContext"] = web.AppKey("service")

@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from libs.runtime.kafka import GapGuard
 from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres
 
 IS_ROOT = os.geteuid() == 0
@@ -55,6 +56,57 @@ def pg_dir(tmp_path: Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
+
+
+async def test_a_live_reader_gets_every_record_of_concurrent_producers_with_the_gap_guard(tmp_path: Path) -> None:
+    """Tansu can skip an offset for a reader racing several producers (GapGuard's docstring); the
+    guard must read it again, so the reader gets every record, once each, in offset order."""
+    broker = EmbeddedBroker(tmp_path / "run")
+    producers: list[AIOKafkaProducer] = []
+    consumer = None
+    try:
+        bootstrap = await broker.start()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic("harmon.race", num_partitions=1, replication_factor=1)])
+        finally:
+            await admin.close()
+        # the wait that made the skip most frequent when it was measured
+        consumer = AIOKafkaConsumer("harmon.race", bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=100)
+        await consumer.start()
+        producers = [AIOKafkaProducer(bootstrap_servers=bootstrap) for _ in range(6)]
+        for p in producers:
+            await p.start()
+        per_producer = 300
+        expected = {f"{i}-{j}".encode() for i in range(len(producers)) for j in range(per_producer)}
+        guard = GapGuard("test")
+        handled: list[tuple[int, bytes]] = []
+
+        async def produce(i: int, producer: AIOKafkaProducer) -> None:
+            for j in range(per_producer):
+                await producer.send_and_wait("harmon.race", f"{i}-{j}".encode(), key=b"one-partition")
+                if j % 7 == 0:
+                    await asyncio.sleep(0.001)
+
+        async def read() -> None:
+            while len(handled) < len(expected):
+                record = await consumer.getone()
+                if guard.admit(consumer, record.topic, record.partition, record.offset):
+                    handled.append((record.offset, record.value))
+
+        reader = asyncio.ensure_future(read())
+        await asyncio.gather(*(produce(i, p) for i, p in enumerate(producers)))
+        await asyncio.wait_for(reader, 30)
+        assert {value for _, value in handled} == expected
+        assert [offset for offset, _ in handled] == list(range(len(expected)))
+    finally:
+        for p in producers:
+            await p.stop()
+        if consumer is not None:
+            await consumer.stop()
+        await broker.stop()
 
 async def test_broker_round_trip_with_four_partitions(tmp_path: Path) -> None:
     broker = EmbeddedBroker(tmp_path / "run")
@@ -274,6 +326,7 @@ async def test_non_root_path_runs_wheel_binaries_in_place() -> None:
 _ORPHAN_SCRIPT = """
 import asyncio, json, sys
 from pathlib import Path
+from libs.runtime.kafka import GapGuard
 from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres
 
 async def main():

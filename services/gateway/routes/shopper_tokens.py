@@ -6,7 +6,7 @@ from pydantic import Field
 from ..customers import is_active_customer
 from ..errors import INVALID_REQUEST, ApiError
 from ..objects import timestamp
-from ..state import BODY, CALLER, SESSIONMAKER, TOKENS, endpoint
+from ..state import BODY, CALLER, LOOKUPS, TOKENS, endpoint
 from . import Body
 
 
@@ -19,7 +19,7 @@ class ShopperTokenBody(Body):
 async def create_shopper_token(request: web.Request) -> web.Response:
     body: ShopperTokenBody = request[BODY]
     caller = request[CALLER]
-    async with request.app[SESSIONMAKER]() as session:
+    async with request.app[LOOKUPS]() as session:
         active = await is_active_customer(session, caller.tenant_id, caller.livemode, body.customer_id)
     if not active:
         raise ApiError(404, INVALID_REQUEST, "resource_missing", f"no active customer {body.customer_id}",
