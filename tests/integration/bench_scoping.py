@@ -41,6 +41,22 @@ async def timed(sessions, scoped: bool, n: int) -> tuple[float, float]:
         return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
 
 
+RAW_BY_ID = (f"SELECT * FROM {SCHEMA}.reservations"
+             " WHERE reservation_id = $1 AND tenant_id = $2 AND livemode = $3")
+
+
+async def timed_asyncpg(engine, n: int) -> tuple[float, float]:
+    """The same select on the pooled asyncpg connection itself: what the ORM path costs on top."""
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        for _ in range(100):
+            await raw.fetchrow(RAW_BY_ID, "res_a", "ten_a", False)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            await raw.fetchrow(RAW_BY_ID, "res_a", "ten_a", False)
+        return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
+
+
 async def calls_per_select(sessions, scoped: bool, n: int = 500) -> float:
     """Python function calls per select: unlike time, the same on a busy machine."""
     async with sessions() as s:
@@ -72,15 +88,17 @@ async def main(dsn: str, n: int = 2000, rounds: int = 5) -> None:
                 w.add(Reservation(reservation_id=rid, tenant_id=tenant_id, livemode=livemode, bill_to_id="b",
                                   amount=1, status="reserved", created_at=now))
                 await w.commit()
-        results: dict[str, list[tuple[float, float]]] = {"hand filters, plain session": [], "runtime scoping": []}
+        results: dict[str, list[tuple[float, float]]] = {"hand filters, plain session": [], "runtime scoping": [],
+                                                         "plain asyncpg, prepared": []}
         for _ in range(rounds):
             results["hand filters, plain session"].append(await timed(plain, False, n))
             results["runtime scoping"].append(await timed(scoped, True, n))
-        calls = {"hand filters, plain session": await calls_per_select(plain, False),
-                 "runtime scoping": await calls_per_select(scoped, True)}
+            results["plain asyncpg, prepared"].append(await timed_asyncpg(engine, n))
+        calls = {"hand filters, plain session": f"{await calls_per_select(plain, False):5.0f} calls",
+                 "runtime scoping": f"{await calls_per_select(scoped, True):5.0f} calls", "plain asyncpg, prepared": ""}
         for label, runs in results.items():
             print(f"{label:30s} wall {statistics.median(w for w, _ in runs):7.1f} µs  "
-                  f"client CPU {statistics.median(c for _, c in runs):7.1f} µs  {calls[label]:5.0f} calls"
+                  f"client CPU {statistics.median(c for _, c in runs):7.1f} µs  {calls[label]:>11s}"
                   f"  per select (median of {rounds}×{n})")
         async with engine.begin() as conn:
             await conn.execute(sa.text(f"DROP SCHEMA {SCHEMA} CASCADE"))
