@@ -1,8 +1,9 @@
 """`harmon bench`: N concurrent shoppers against a running stack, each looping cart → 2 lines → price → checkout.
 
 Bench shoppers are customers it publishes itself on erp.* (as the ERP would) with a limit large
-enough never to refuse, so every checkout is a real order. Reports orders/s, errors, and
-p50/p90/p99 per step at each concurrency level.
+enough never to refuse, so every checkout is a real order. Reports orders/s, errors,
+p50/p90/p99 per step, and the CPU each part of the stack (and the bench itself) spent per order at
+each concurrency level — on one machine, that is what limits the figure.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import aiohttp
 from libs.contracts.erp import CreditLimitUpsert, CustomerUpsert, PriceUpsert, ProductUpsert
 from libs.contracts.ids import CUSTOMER, new_id
 
+from .cpu import CpuMeter
 from .demo import ErpPublisher, NotYet, _poll, set_tenant_rate_limits
 from .supervisor import running_stack_dsn
 
@@ -35,6 +37,7 @@ class Level:
     orders: int = 0
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per part of the stack
 
     def percentile(self, step: str, q: float) -> float:
         xs = sorted(self.latencies[step])
@@ -49,6 +52,9 @@ class Level:
             "errors": dict(self.errors),
             "ms": {s: {"p50": round(self.percentile(s, 0.5), 1), "p90": round(self.percentile(s, 0.9), 1),
                        "p99": round(self.percentile(s, 0.99), 1), "n": len(self.latencies[s])} for s in STEPS},
+            "cpu_ms_per_order": {part: round(s * 1000 / self.orders, 1)
+                                 for part, s in sorted(self.cpu_s.items(), key=lambda kv: -kv[1])} if self.orders else {},
+            "cores_busy": round(sum(self.cpu_s.values()) / self.seconds, 2) if self.seconds else 0.0,
         }
 
 
@@ -107,8 +113,10 @@ class _StepFailed(Exception):
     pass
 
 
-async def run_level(http: aiohttp.ClientSession, auth: dict, tokens: list[str], shoppers: int, duration: float) -> Level:
+async def run_level(http: aiohttp.ClientSession, auth: dict, tokens: list[str], shoppers: int, duration: float,
+                    meter: CpuMeter | None = None) -> Level:
     level = Level(shoppers=shoppers, seconds=duration)
+    before = meter.snapshot() if meter else {}
     stop_at = time.monotonic() + duration
 
     async def shopper(token: str) -> None:
@@ -123,6 +131,8 @@ async def run_level(http: aiohttp.ClientSession, auth: dict, tokens: list[str], 
     started = time.monotonic()
     await asyncio.gather(*(shopper(t) for t in tokens[:shoppers]))
     level.seconds = time.monotonic() - started
+    if meter:
+        level.cpu_s = meter.since(before, meter.snapshot())
     return level
 
 
@@ -132,6 +142,10 @@ def format_level(s: dict[str, Any]) -> str:
     for step in STEPS:
         m = s["ms"][step]
         rows.append(f"      {step:<9} p50 {m['p50']:>7.1f} ms   p90 {m['p90']:>7.1f} ms   p99 {m['p99']:>7.1f} ms   (n={m['n']})")
+    if s["cpu_ms_per_order"]:
+        parts = ", ".join(f"{part} {ms:.0f}" for part, ms in s["cpu_ms_per_order"].items())
+        rows.append(f"      CPU per order: {sum(s['cpu_ms_per_order'].values()):.0f} ms ({parts}); "
+                    f"{s['cores_busy']} cores busy")
     return "\n".join(rows)
 
 
@@ -142,6 +156,9 @@ async def run_bench(data_dir: Path, levels: list[int], duration: float, output: 
     connector = aiohttp.TCPConnector(limit=max(levels) * 2)
     timeout = aiohttp.ClientTimeout(total=60)
     results = []
+    meter = CpuMeter(data_dir)
+    if not meter.available:
+        print("harmon bench: no CPU figures (needs Linux /proc and the stack's stack.lock)", flush=True)
     # the bench measures the stack, not the rate limiter: its tenant's limits are raised while it runs
     gateway_dsn = running_stack_dsn(data_dir, "gateway")
     before = await set_tenant_rate_limits(gateway_dsn, creds["tenant_id"], BENCH_RATE_LIMIT, BENCH_RATE_LIMIT)
@@ -150,7 +167,7 @@ async def run_bench(data_dir: Path, levels: list[int], duration: float, output: 
             tokens = await prepare(http, creds, bootstrap, max(levels))
             await run_level(http, auth, tokens, min(max(levels), 8), 2.0)  # warm-up: connection pools on every hop
             for n in levels:
-                summary = (await run_level(http, auth, tokens, n, duration)).summary()
+                summary = (await run_level(http, auth, tokens, n, duration, meter)).summary()
                 print(format_level(summary), flush=True)
                 results.append(summary)
     finally:

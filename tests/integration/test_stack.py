@@ -233,6 +233,24 @@ def run_readme_flow(credentials_path: Path) -> str:
 
 @pytest.mark.skipif(bool(unwritten_services(SERVICES)),
                     reason=f"harmon dev needs all six services; not written yet: {unwritten_services(SERVICES)}")
+async def check_bench(data_dir: Path, env: dict[str, str]) -> None:
+    """`harmon bench` against the running stack: real orders, no errors, and the CPU of every part per order."""
+    out = data_dir / "bench.json"
+    bench = await asyncio.create_subprocess_exec(
+        *_harmon(), "bench", "--data-dir", str(data_dir), "--shoppers", "2", "--seconds", "2", "--json", str(out),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    printed = (await asyncio.wait_for(bench.communicate(), 120))[0].decode()
+    assert bench.returncode == 0, printed
+    [level] = json.loads(out.read_text())["levels"]
+    assert level["shoppers"] == 2 and level["orders"] > 0 and level["errors"] == {}, level
+    assert level["ms"]["checkout"]["n"] == level["orders"]
+    parts = level["cpu_ms_per_order"]
+    assert {"gateway", "cart", "pricing", "credit", "orders", "notifier", "broker", "postgres", "bench"} <= set(parts)
+    assert all(parts[p] > 0 for p in ("gateway", "cart", "orders", "broker", "postgres")), parts
+    assert 0 < level["cores_busy"] <= os.cpu_count(), level
+    assert "CPU per order:" in printed
+
+
 async def test_harmon_dev_serves_demo_data_and_stops_cleanly_on_ctrl_c(data_dir: Path) -> None:
     port = free_port()
 
@@ -262,6 +280,7 @@ async def test_harmon_dev_serves_demo_data_and_stops_cleanly_on_ctrl_c(data_dir:
             if stop_signal == signal.SIGINT:
                 flow = await asyncio.to_thread(run_readme_flow, credentials_path)
                 assert '"object": "order"' in flow and '"channel": "ECOMMERCE"' in flow, flow
+                await check_bench(data_dir, env)
 
             children = _children_of(proc.pid)
             assert len(children) >= 8  # broker, postgres and six services
