@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -72,8 +72,9 @@ class GapGuard:
     A second gap at the same offset is accepted, so a real gap can cost one re-fetch, never a loop.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, on_skip: Callable[[str], None] | None = None):
         self._name = name
+        self._on_skip = on_skip  # told the topic of each skip: a metric
         self._next: dict[TopicPartition, int] = {}
         self._sought: dict[TopicPartition, int] = {}
         self.skips_recovered = 0
@@ -85,6 +86,8 @@ class GapGuard:
         if expected is not None and offset > expected and self._sought.get(tp) != expected:
             self._sought[tp] = expected
             self.skips_recovered += 1
+            if self._on_skip is not None:
+                self._on_skip(topic)
             log.warning("%s: %s[%d] jumped from offset %d to %d; reading from %d again",
                         self._name, topic, partition, expected, offset, expected)
             consumer.seek(tp, expected)

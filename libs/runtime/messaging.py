@@ -238,7 +238,8 @@ def open_subscriptions(ctx: ServiceContext) -> None:
 
     committer = OffsetCommitter(ctx.name)
     ctx.extras["committer"] = committer
-    guard = GapGuard(ctx.name) if ctx.settings.broker_mode == "embedded" else None
+    guard = (GapGuard(ctx.name, lambda topic: ctx.metrics.skips_reread.labels(topic=topic).inc())
+             if ctx.settings.broker_mode == "embedded" else None)
 
     async def consume(msg: KafkaMessage) -> None:
         raw = msg.raw_message

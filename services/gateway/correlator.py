@@ -39,7 +39,8 @@ class Correlator:
         self.late_replies = 0
         self.subscriber = None
         # the embedded broker can skip a reply (see GapGuard): read it again rather than answer 504
-        self._guard = GapGuard("gateway replies") if ctx.settings.broker_mode == "embedded" else None
+        self._guard = (GapGuard("gateway replies", lambda topic: ctx.metrics.skips_reread.labels(topic=topic).inc())
+                       if ctx.settings.broker_mode == "embedded" else None)
 
     def register(self) -> None:
         """Declare the reply subscriber; call before the broker starts."""

@@ -26,12 +26,13 @@ def test_contiguous_offsets_pass_untouched() -> None:
 
 
 def test_a_skipped_offset_is_sought_and_handled_in_order() -> None:
-    guard, consumer = GapGuard("t"), FakeConsumer()
+    told: list[str] = []
+    guard, consumer = GapGuard("t", told.append), FakeConsumer()
     # 5 skipped by the broker: 6 is dropped, the consumer seeks to 5, then 5 and 6 come again
     handled = feed(guard, consumer, [3, 4, 6, 5, 6, 7])
     assert handled == [3, 4, 5, 6, 7]
     assert consumer.seeks == [(TP, 5)]
-    assert guard.skips_recovered == 1
+    assert guard.skips_recovered == 1 and told == [TP.topic]
 
 
 def test_a_gap_that_is_really_there_costs_one_seek_not_a_loop() -> None:
