@@ -184,10 +184,17 @@ async def answer_command(ctx: ServiceContext, env: Envelope, decide: Callable[[U
 Handler = Callable[[Message, Envelope, ServiceContext], Awaitable[None]]
 
 
-async def _stream_message(msg: KafkaMessage) -> KafkaMessage:
-    # the handler takes the whole message (topic, offset, consumer); the envelope is validated once,
-    # by pydantic, from the raw bytes
+async def whole_message(msg: KafkaMessage) -> KafkaMessage:
+    """Decoder that hands a subscriber the whole message (topic, offset, consumer), not a decoded body;
+    the envelope is validated once, by pydantic, from the raw bytes."""
     return msg
+
+
+def gap_guard(ctx: ServiceContext, name: str) -> GapGuard | None:
+    """The embedded broker's skip guard for one consumer, counted on /metrics; None on real Kafka."""
+    if ctx.settings.broker_mode != "embedded":
+        return None
+    return GapGuard(name, lambda topic: ctx.metrics.skips_reread.labels(topic=topic).inc())
 
 
 async def stop_consuming(ctx: ServiceContext) -> None:
@@ -238,8 +245,7 @@ def open_subscriptions(ctx: ServiceContext) -> None:
 
     committer = OffsetCommitter(ctx.name)
     ctx.extras["committer"] = committer
-    guard = (GapGuard(ctx.name, lambda topic: ctx.metrics.skips_reread.labels(topic=topic).inc())
-             if ctx.settings.broker_mode == "embedded" else None)
+    guard = gap_guard(ctx, ctx.name)
 
     async def consume(msg: KafkaMessage) -> None:
         raw = msg.raw_message
@@ -291,6 +297,6 @@ def open_subscriptions(ctx: ServiceContext) -> None:
         finally:
             request_id_var.reset(token)
 
-    sub = ctx.broker.subscriber(*ctx.routes, decoder=_stream_message, **subscriber_options(ctx.settings, ctx.name))
+    sub = ctx.broker.subscriber(*ctx.routes, decoder=whole_message, **subscriber_options(ctx.settings, ctx.name))
     sub(consume)
     ctx.subscribers.append(sub)

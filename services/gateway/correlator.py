@@ -16,17 +16,13 @@ from libs.contracts import topics
 from libs.contracts.base import Message
 from libs.contracts.envelope import Envelope
 from libs.contracts.ids import MESSAGE, new_id
-from libs.runtime.kafka import GapGuard, subscriber_options
+from libs.runtime.kafka import subscriber_options
 from libs.runtime.logs import request_id_var
-from libs.runtime.messaging import ServiceContext
+from libs.runtime.messaging import ServiceContext, gap_guard, whole_message
 
 from .errors import internal_error, upstream_timeout
 
 log = logging.getLogger("harmon.gateway.correlator")
-
-
-async def _stream_message(msg: KafkaMessage) -> KafkaMessage:
-    return msg
 
 
 class Correlator:
@@ -39,12 +35,11 @@ class Correlator:
         self.late_replies = 0
         self.subscriber = None
         # the embedded broker can skip a reply (see GapGuard): read it again rather than answer 504
-        self._guard = (GapGuard("gateway replies", lambda topic: ctx.metrics.skips_reread.labels(topic=topic).inc())
-                       if ctx.settings.broker_mode == "embedded" else None)
+        self._guard = gap_guard(ctx, "gateway replies")
 
     def register(self) -> None:
         """Declare the reply subscriber; call before the broker starts."""
-        sub = self._ctx.broker.subscriber(self.reply_topic, decoder=_stream_message,
+        sub = self._ctx.broker.subscriber(self.reply_topic, decoder=whole_message,
                                           **subscriber_options(self._ctx.settings, None))
         sub(self._on_reply)
         self.subscriber = sub
