@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from libs.contracts.ids import new_id
 from libs.stack.demo import ErpPublisher, TenantKeys, create_tenant_with_keys
@@ -80,6 +81,18 @@ def discard_data_dir(path: Path) -> None:
     """Remove a stopped stack's data dir, after checking its logs hold no full key or token (kept if they do)."""
     assert_no_secrets(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rsa_private() -> rsa.RSAPrivateKey:
+    """A tenant's RS256 signing key (the unit and end-to-end signing-key tests share one)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="session")
+def ec_private() -> ec.EllipticCurvePrivateKey:
+    """A tenant's ES256 signing key."""
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from libs.contracts.ids import new_id
 from libs.runtime.db import make_engine, make_sessionmaker
@@ -60,16 +60,6 @@ class Gateway:
 @pytest.fixture
 def gateway_db(stack) -> Gateway:
     return Gateway(stack.dsns["gateway"])
-
-
-@pytest.fixture(scope="module")
-def rsa_private():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def ec_private():
-    return ec.generate_private_key(ec.SECP256R1())
 
 
 async def create_cart(store, token: str):

@@ -35,16 +35,6 @@ def _b64(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def rsa_private():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def ec_private():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture(scope="module")
 def rsa_key(rsa_private) -> TenantKey:
     return TenantKey(id="tsk_1", tenant_id=TENANT, livemode=False, kid="backend-rsa-1", algorithm="RS256",
                      public_key=_pem(rsa_private))
