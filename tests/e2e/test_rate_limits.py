@@ -15,7 +15,7 @@ import pytest
 
 from libs.contracts.ids import new_id
 from libs.stack.demo import set_tenant_rate_limits
-from libs.stack.embedded import free_port
+from libs.stack.processes import free_port
 
 from .storefront import Reply
 

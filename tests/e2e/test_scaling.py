@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from libs.contracts.ids import new_id
-from libs.stack.embedded import free_port
+from libs.stack.processes import free_port
 
 from .conftest import FIVE_OIL_CARTS
 

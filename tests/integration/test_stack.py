@@ -20,7 +20,8 @@ from libs.contracts import topics
 from libs.contracts.erp import CustomerUpsert, PriceUpsert, ProductUpsert
 from libs.contracts.ids import CUSTOMER, new_id
 from libs.stack.demo import ErpPublisher, TenantKeys
-from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres
+from libs.stack.processes import free_port
 from libs.stack.supervisor import SERVICES, Stack
 from tests.conftest import discard_data_dir, fresh_data_dir, until, unwritten_services
 from tests.integration.test_embedded import run_as_nobody
