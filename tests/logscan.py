@@ -1,7 +1,9 @@
-"""Finds full API keys and shopper tokens (JWTs) in the log files a test run wrote.
+"""Finds full API keys, shopper tokens (JWTs) and unescaped control characters in the log files a test run wrote.
 
 A key may be logged only as its prefix + last four (`hk_test_sec_…AbCd`); a token never. What is
 found is reported by file and line, masked the same way, so the report does not leak it again.
+A line may hold no control character but its own newline: the services' formatter escapes them
+(libs/runtime/logs.py), so one that got through could start or fake a record.
 """
 
 import os
@@ -14,17 +16,23 @@ API_KEY = re.compile(r"hk_(?:test|live)_(?:sec|pub)_[A-Za-z0-9_-]{20,}")
 # header.payload.signature, base64url; the header of any JWT starts `{"` → eyJ; alg none leaves the signature empty
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 LOG_SUFFIXES = (".log", ".stderr", ".stdout")
+# C0 but the newline that ends the line, DEL, C1, and the Unicode line/paragraph separators
+CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_CHARACTER = "control character"
 
 
 @dataclass(frozen=True)
 class Finding:
     path: Path
     line: int
-    what: str  # "API key" or "token"
+    what: str  # "API key", "token" or "control character"
     masked: str
 
     def __str__(self) -> str:
+        if self.what == CONTROL_CHARACTER:
+            return f"{self.path}:{self.line}: an unescaped {self.what} ({self.masked})"
         return f"{self.path}:{self.line}: a full {self.what} ({self.masked})"
+
 
 
 def mask(secret: str) -> str:
@@ -36,9 +44,14 @@ def mask(secret: str) -> str:
 
 def scan_text(text: str, path: Path = Path("-")) -> list[Finding]:
     found = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # split on the newline only: splitlines() would also end a line at CR, VT, FF, NEL… and hide them
+    for number, line in enumerate(text.split("\n"), 1):
         for what, pattern in (("API key", API_KEY), ("token", JWT)):
             found += [Finding(path, number, what, mask(m.group())) for m in pattern.finditer(line)]
+        control = CONTROL.search(line)
+        if control is not None:
+            found.append(Finding(path, number, CONTROL_CHARACTER,
+                                 f"U+{ord(control.group()):04X} at column {control.start() + 1}"))
     return found
 
 
@@ -55,7 +68,7 @@ def scan_logs(*roots: Path) -> list[Finding]:
     for root in roots:
         for path in log_files(root):
             try:
-                text = path.read_text(errors="replace")
+                text = path.read_bytes().decode(errors="replace")  # not read_text: it turns a bare CR into \n
             except OSError:  # gone since the walk
                 continue
             found += scan_text(text, path)
@@ -67,4 +80,5 @@ def assert_no_secrets(*roots: Path) -> None:
     if found:
         listed = "\n".join(f"  {f}" for f in found[:50])
         more = f"\n  … and {len(found) - 50} more" if len(found) > 50 else ""
-        raise AssertionError(f"secrets written to logs ({len(found)}):\n{listed}{more}")
+        raise AssertionError(f"secrets or unescaped control characters written to logs ({len(found)}):\n"
+                             f"{listed}{more}")

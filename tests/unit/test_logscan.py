@@ -62,3 +62,22 @@ def test_clean_logs_pass_and_dirty_ones_fail_naming_the_file(scratch: Path):
     with pytest.raises(AssertionError, match=r"harmon-dev\.stderr:2: a full token"):
         assert_no_secrets(scratch)
     assert [f.line for f in scan_logs(scratch)] == [2]
+
+
+@pytest.mark.parametrize("char", ["\r", "\x00", "\x1b", "\t", "\x0b", "\x7f", "\x85", "\u2028"])
+def test_an_unescaped_control_character_is_found_by_line_and_column(char):
+    text = "2026-11-23 20:00:00 INFO gateway ok\n" f"2026-11-23 20:00:01 INFO gateway GET /v1/x{char}forged\n"
+    [found] = scan_text(text, Path("gateway.log"))
+    assert (found.line, found.what) == (2, "control character")
+    assert str(found) == f"gateway.log:2: an unescaped control character (U+{ord(char):04X} at column 43)"
+
+
+def test_escaped_control_characters_and_line_ends_pass():
+    assert scan_text("INFO GET /v1/carts/cart_X\\n2026-12-01 FORGED \\x00 \\r\\n\nnext line\n") == []
+
+
+def test_a_bare_carriage_return_in_a_file_fails_the_scan(scratch: Path):
+    (scratch / "logs").mkdir()
+    (scratch / "logs" / "gateway.log").write_bytes(b"INFO one\nINFO GET /v1/x\r2026-12-01 INFO gateway FORGED\n")
+    with pytest.raises(AssertionError, match=r"gateway\.log:2: an unescaped control character \(U\+000D"):
+        assert_no_secrets(scratch)
