@@ -226,3 +226,36 @@ def test_over_credit_limit_is_a_402_state():
     assert body["credit"] == {"limit": 100, "exposure": 90, "available": 10, "order_total": 25, "shortfall": 15,
                               "currency": "JMD"}
     assert body["cart_id"] == "cart_1"
+
+
+# --- hostile JSON ------------------------------------------------------------------------------------
+
+def test_json_nested_twenty_thousand_deep_is_json_invalid_not_a_crash():
+    for deep in (b"[" * 20_000 + b"]" * 20_000, b'{"a":' * 20_000 + b"1" + b"}" * 20_000, b"[" * 20_000):
+        e = refusal(AddLineBody, deep)
+        assert (e.status, e.code) == (400, "json_invalid")
+
+
+def test_nesting_up_to_32_levels_parses_and_33_is_refused():
+    def nested(levels: int) -> bytes:  # the body object is level 1
+        return b'{"sku": "A", "quantity": 1, "x": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+    assert code_param(AddLineBody, nested(32)) == (400, "parameter_unknown", "x")  # parsed, then validated
+    e = refusal(AddLineBody, nested(33))
+    assert (e.status, e.code) == (400, "json_invalid") and "deeper than 32" in e.message
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    notes = '[{\\"' * 40  # 80 brackets and 40 escaped quotes in one string
+    model, _ = parse_body(CheckoutBody, b'{"cart_id": "cart_1", "notes": "' + notes.encode() + b'"}', JSON)
+    assert model.notes == notes.replace('\\"', '"')
+
+
+@pytest.mark.parametrize("raw, param", [
+    (b'{"sku": "A", "quantity": 1, "quantity": 999999}', "quantity"),
+    (b'{"sku": "A", "sku": "A", "quantity": 1}', "sku"),
+    (b'{"cart_id": "cart_1", "notes": {"a": 1, "a": 2}}', "a"),
+])
+def test_duplicate_json_keys_are_json_invalid(raw, param):
+    e = refusal(AddLineBody, raw)
+    assert (e.status, e.code, e.param) == (400, "json_invalid", param)
+    assert "repeats the key" in e.message

@@ -55,8 +55,41 @@ def validation_error(e: ValidationError) -> ApiError:
     return invalid("parameter_invalid", f"{param}: {err['msg']}", param)
 
 
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # a repeated key is refused: which one wins differs between parsers (ours took the last)
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
+def nests_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Arrays and objects nested deeper than `limit`, found without recursion (brackets in strings do not count):
+    the parser itself would hit Python's recursion limit on 20,000 levels."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # too few brackets to nest that deep: a usual body never pays for the scan
+    depth = 0
+    for bracket in _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw)):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> tuple[BaseModel, dict]:
@@ -67,9 +100,13 @@ def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> 
         if content_type != "application/json":
             raise ApiError(415, INVALID_REQUEST, "unsupported_media_type",
                            "send the body as JSON with 'Content-Type: application/json'")
+        if nests_too_deep(raw):
+            raise invalid("json_invalid", f"the body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")
         try:
-            data = json.loads(raw, parse_constant=_no_constants)
-        except (ValueError, UnicodeDecodeError):
+            data = json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as e:
+            raise invalid("json_invalid", f"the body repeats the key {json.dumps(e.key[:80])}", e.key[:80]) from None
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise invalid("json_invalid", "the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise invalid("json_invalid", "the body must be a JSON object")
