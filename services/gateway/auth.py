@@ -186,7 +186,8 @@ class ShopperTokens:
 
     The deployment signs with its current HS256 secret and still accepts its previous ones (rotation);
     a tenant's own RS256/ES256 key (TenantKey) is accepted for that tenant and mode only, with `iss` =
-    the tenant id and a lifetime (exp - iat) of at most `tenant_max_lifetime_s`. The kid chooses the
+    the tenant id and a lifetime (exp - iat) of at most `tenant_max_lifetime_s` (ours: at most `ttl_s`;
+    exp and iat integers either way). The kid chooses the
     key, and the key alone chooses the one algorithm accepted, whatever the token's header claims."""
 
     def __init__(self, secret: str, issuer: str, ttl_s: int, *, previous_secrets: Iterable[str] = (),
@@ -227,9 +228,9 @@ class ShopperTokens:
         """The token's customer, if it is signed by one of our keys or by `tenant_key` (the tenant's key its kid
         names, looked up by the caller), for this tenant and mode, within its lifetime and not expired."""
         kid = self.signing_key_id(token)
-        max_lifetime = None
         if kid in self._secrets:
             key, algorithm, issuer = self._secrets[kid], "HS256", self.issuer
+            max_lifetime = self.ttl_s  # we mint with exactly this lifetime
         elif tenant_key is not None and (tenant_key.kid, tenant_key.tenant_id, tenant_key.livemode) == (
                 kid, tenant_id, livemode):
             key, algorithm, issuer = load_public_key(tenant_key.public_key, tenant_key.algorithm), \
@@ -249,8 +250,11 @@ class ShopperTokens:
             raise _invalid("issued for another tenant or mode") from None
         except jwt.InvalidTokenError as e:
             raise _invalid(type(e).__name__) from None
-        expires, issued = int(claims["exp"]), int(claims["iat"])  # both checked as integers by decode
-        if max_lifetime is not None and expires - issued > max_lifetime:
+        expires, issued = claims["exp"], claims["iat"]
+        # PyJWT takes anything int() takes ("9999999999", 1.5): only JSON integers are times here
+        if not all(type(t) is int for t in (expires, issued)):
+            raise _invalid("exp and iat must be integers (seconds since the epoch)")
+        if expires - issued > max_lifetime:
             raise _invalid(f"it lives longer than {max_lifetime} s (exp - iat)")
         sub = claims["sub"]
         if not isinstance(sub, str) or not sub.startswith("cus_"):

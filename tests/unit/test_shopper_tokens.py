@@ -268,3 +268,39 @@ def test_keys_that_do_not_fit_the_algorithm_are_refused(rsa_private, ec_private)
         check_public_key(b"\xff\xfe binary", "RS256")
     with pytest.raises(ValueError, match="at most"):
         check_public_key("x" * 20_000, "RS256")
+
+
+# --- times: integers, and a lifetime within the limit, whoever signed ----------------------------------
+
+def deployment_signed(secret: str = NEW, **overrides) -> str:
+    """A token under the deployment's kid, with claims a minted one would not have."""
+    return jwt.encode(claims(iss="harmon") | overrides, secret, algorithm="HS256", headers={"kid": key_id_for(secret)})
+
+
+def test_a_deployment_token_living_longer_than_the_ttl_is_refused(tokens):
+    now = int(time.time())
+    century = deployment_signed(iat=now - 10, exp=now + 100 * 365 * 86400)
+    err = refused(tokens, century)
+    assert err.code == "shopper_token_invalid" and "longer than 900 s" in err.message
+    assert refused(tokens, deployment_signed(iat=now - 10, exp=now + 891)).code == "shopper_token_invalid"
+    assert tokens.verify(deployment_signed(iat=now - 10, exp=now + 890), TENANT, False).customer_id == CUSTOMER
+    assert refused(tokens, deployment_signed(OLD, iat=now, exp=now + 86400)).code == "shopper_token_invalid"
+
+
+@pytest.mark.parametrize("bad", [
+    lambda now: {"exp": str(now + 300)}, lambda now: {"iat": str(now - 10)}, lambda now: {"exp": now + 300.5},
+    lambda now: {"iat": float(now - 10)}, lambda now: {"iat": True}, lambda now: {"exp": [now + 300]},
+])
+def test_times_that_are_not_integers_are_refused_whoever_signed(tokens, rsa_private, rsa_key, bad):
+    now = int(time.time())
+    err = refused(tokens, deployment_signed(**bad(now)))
+    assert err.code == "shopper_token_invalid", err.message
+    tenant_token = jwt.encode(claims() | bad(now), rsa_private, algorithm="RS256", headers={"kid": rsa_key.kid})
+    assert refused(tokens, tenant_token, rsa_key).code == "shopper_token_invalid"
+
+
+def test_minted_tokens_still_verify_and_carry_integer_times(tokens):
+    minted = tokens.mint(TENANT, False, CUSTOMER)
+    body = jwt.decode(minted.token, options={"verify_signature": False})
+    assert type(body["exp"]) is int and body["exp"] - body["iat"] == 900
+    assert tokens.verify(minted.token, TENANT, False).expires_at == minted.expires_at
