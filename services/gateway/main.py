@@ -13,6 +13,7 @@ from libs.runtime.logs import setup_logging
 
 from .app import create_app
 from .config import Settings
+from .edge import GatewayRunner, quiet_aiohttp_server_log
 from .state import DRAINING
 
 log = logging.getLogger("harmon.gateway")
@@ -32,7 +33,8 @@ def load_settings() -> Settings:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+    quiet_aiohttp_server_log()
+    runner = GatewayRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=settings.checkout_timeout_s + 5)
     await runner.setup()
     try:
