@@ -7,6 +7,7 @@ from aiohttp import web
 
 from libs.contracts.base import Failure
 from libs.runtime.logs import request_id_var
+from libs.runtime.messaging import is_transient
 
 log = logging.getLogger("harmon.gateway.errors")
 
@@ -43,6 +44,38 @@ def invalid(code: str, message: str, param: str | None = None) -> ApiError:
 
 def internal_error() -> ApiError:
     return ApiError(500, API_ERROR, "internal_error", "something went wrong on our side; it has been logged")
+
+
+RETRY_AFTER_S = 2
+# SQLSTATE classes of a database that is out of reach rather than of a wrong query: connection (08), the
+# role may not log in (28), out of connections or memory (53), shut down or our backend terminated (57)
+_UNAVAILABLE_SQLSTATES = ("08", "28", "53", "57")
+
+
+def service_unavailable() -> ApiError:
+    return ApiError(503, API_ERROR, "service_unavailable",
+                    f"a service this request needs is unavailable; retry in {RETRY_AFTER_S} s "
+                    "(with the same Idempotency-Key, if it had one)",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _causes(e: BaseException):
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__  # SQLAlchemy wraps the driver's error in .orig
+
+
+def unavailable_dependency(e: BaseException) -> str | None:
+    """If `e` means a dependency (PostgreSQL, the broker) is down or unreachable: the error's class names
+    (outermost ← innermost), for the log; else None."""
+    chain = list(_causes(e))
+    if not any(is_transient(c) or str(getattr(c, "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES)
+               for c in chain):
+        return None
+    outer, inner = type(chain[0]).__name__, type(chain[-1]).__name__
+    return outer if outer == inner else f"{outer} ← {inner}"
 
 
 def upstream_timeout() -> ApiError:
@@ -104,7 +137,12 @@ def error_middleware() -> web.middleware:
             if e.status < 400:
                 raise  # redirects and the like pass through
             return from_http_exception(e, request).response(request_id_var.get())
-        except Exception:
+        except Exception as e:
+            dependency = unavailable_dependency(e)
+            if dependency is not None:  # not a bug of ours: no traceback, and the client may retry
+                log.warning("%s %s: a dependency is unavailable (%s); answered 503", request.method, request.path,
+                            dependency)
+                return service_unavailable().response(request_id_var.get())
             log.exception("unhandled error in %s %s", request.method, request.path)
             return internal_error().response(request_id_var.get())
 

@@ -2,12 +2,14 @@
 
 import json
 
+import asyncpg.exceptions
 import pytest
+import sqlalchemy.exc
 from pydantic import ValidationError
 
 from libs.contracts.base import Failure
 from libs.contracts.orders import OverCreditLimit
-from services.gateway.errors import CATALOGUE, ApiError, from_failure
+from services.gateway.errors import CATALOGUE, ApiError, from_failure, service_unavailable, unavailable_dependency
 from services.gateway.idempotency import request_hash, validate_key
 from services.gateway.routes import NoBody, expected_version, parse_body, validation_error
 from services.gateway.routes.carts import AddLineBody, ChangeLineBody
@@ -259,3 +261,42 @@ def test_duplicate_json_keys_are_json_invalid(raw, param):
     e = refusal(AddLineBody, raw)
     assert (e.status, e.code, e.param) == (400, "json_invalid", param)
     assert "repeats the key" in e.message
+
+
+# --- a dependency that is down ------------------------------------------------------------------------
+
+def _wrapped(driver_error: Exception) -> Exception:
+    """As SQLAlchemy raises a driver's error: DBAPIError with the driver's exception in .orig."""
+    return sqlalchemy.exc.DBAPIError("SELECT 1", None, driver_error)
+
+
+@pytest.mark.parametrize("error, named", [
+    (lambda ae: _wrapped(ae.InvalidAuthorizationSpecificationError('role "g" is not permitted to log in')),
+     "DBAPIError ← InvalidAuthorizationSpecificationError"),
+    (lambda ae: _wrapped(ae.AdminShutdownError("terminating connection due to administrator command")),
+     "DBAPIError ← AdminShutdownError"),
+    (lambda ae: _wrapped(ae.CannotConnectNowError("the database system is starting up")),
+     "DBAPIError ← CannotConnectNowError"),
+    (lambda ae: _wrapped(ae.TooManyConnectionsError("sorry, too many clients already")),
+     "DBAPIError ← TooManyConnectionsError"),
+    (lambda ae: ConnectionRefusedError(111, "Connection refused"), "ConnectionRefusedError"),
+])
+def test_a_database_out_of_reach_is_a_dependency_failure(error, named):
+    assert unavailable_dependency(error(asyncpg.exceptions)) == named
+
+
+@pytest.mark.parametrize("error", [
+    lambda ae: _wrapped(ae.UndefinedTableError('relation "x" does not exist')),
+    lambda ae: _wrapped(ae.UniqueViolationError("duplicate key")),
+    lambda ae: KeyError("x"), lambda ae: RuntimeError("a bug"),
+])
+def test_a_bug_is_not_a_dependency_failure(error):
+    assert unavailable_dependency(error(asyncpg.exceptions)) is None
+
+
+def test_service_unavailable_is_a_503_with_retry_after():
+    e = service_unavailable()
+    response = e.response("req_1")
+    assert (response.status, response.headers["Retry-After"]) == (503, "2")
+    assert json.loads(response.body)["error"] == {"type": "api_error", "code": "service_unavailable",
+                                                  "message": e.message, "param": None, "request_id": "req_1"}
