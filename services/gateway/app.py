@@ -123,7 +123,14 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     app[SESSIONMAKER] = make_sessionmaker(engine)
     app[LOOKUPS] = make_lookup_sessionmaker(engine)
-    app[IDEMPOTENCY] = IdempotencyStore(app[SESSIONMAKER], settings.idempotency_lease_s)
+    app[IDEMPOTENCY] = IdempotencyStore(app[SESSIONMAKER], settings.idempotency_lease_s, settings.instance_id)
+    try:
+        released = await app[IDEMPOTENCY].release_leases_of_previous_run()
+        if released:
+            log.info("released %d idempotency lease(s) this instance (%s) held before it restarted", released,
+                     settings.instance_id)
+    except Exception as e:  # they lapse on their own; readiness reports the database
+        log.warning("could not release this instance's earlier idempotency leases (%s)", type(e).__name__)
     yield
     await engine.dispose()
 

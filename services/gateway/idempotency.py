@@ -3,7 +3,9 @@
 A record is claimed with INSERT … ON CONFLICT under a lease. The same key with another request is
 409 idempotency_key_mismatch; while the lease is live a second request is 409 idempotency_key_in_use;
 once it has lapsed (a gateway died, a reply timed out and the lease was released) a retry takes the
-record over and executes again — downstream commands are themselves idempotent.
+record over and executes again — downstream commands are themselves idempotent. A lease names the
+gateway instance that holds it: one restarted with the same HARMON_INSTANCE_ID releases its previous
+run's leases at once (instance ids must be unique among running gateways, as their reply topics are).
 """
 
 import hashlib
@@ -64,9 +66,12 @@ class Replay:
 
 
 class IdempotencyStore:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], lease_s: float):
+    """`holder` is this gateway's instance id, written on the leases it takes."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], lease_s: float, holder: str):
         self._sessionmaker = sessionmaker
         self._lease_s = lease_s
+        self._holder = holder
 
     def _lease_end(self):
         return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, self._lease_s)
@@ -88,7 +93,7 @@ class IdempotencyStore:
             inserted = (await s.execute(
                 pg_insert(_R).values(
                     tenant_id=tenant_id, livemode=livemode, key=key, request_hash=rhash, method=method, path=path,
-                    status="in_progress", locked_until=self._lease_end(),
+                    status="in_progress", locked_until=self._lease_end(), holder=self._holder,
                     minted_id=new_id(mint_prefix) if mint_prefix else None, created_at=sa.func.now(),
                 ).on_conflict_do_nothing().returning(_R.locked_until, _R.minted_id)
             )).first()
@@ -106,7 +111,7 @@ class IdempotencyStore:
                 return Replay(row.response_status, row.response_body)
             taken = (await s.execute(
                 self._update(key).where(_R.status == "in_progress", _R.locked_until < sa.func.now())
-                .values(locked_until=self._lease_end()).returning(_R.locked_until, _R.minted_id)
+                .values(locked_until=self._lease_end(), holder=self._holder).returning(_R.locked_until, _R.minted_id)
             )).first()
             if taken is None:
                 raise ApiError(409, IDEMPOTENCY, "idempotency_key_in_use",
@@ -119,7 +124,7 @@ class IdempotencyStore:
         async with self._session(tenant_id, livemode) as s, s.begin():
             done = (await s.execute(
                 self._update(key).where(_R.status == "in_progress")
-                .values(status="done", response_status=status, response_body=body, locked_until=None)
+                .values(status="done", response_status=status, response_body=body, locked_until=None, holder=None)
                 .returning(_R.key)
             )).first()
             if done is not None:
@@ -134,6 +139,17 @@ class IdempotencyStore:
                 self._update(key).where(_R.status == "in_progress", _R.locked_until == lease_until)
                 .values(locked_until=sa.func.now())
             )
+
+    async def release_leases_of_previous_run(self) -> int:
+        """At start: the leases this instance id still holds were taken by its previous process, which died
+        (a drained one finished its requests): release them, so a retry executes at once, not after the lease."""
+        async with self._sessionmaker.begin() as s:
+            result = await s.execute(unscoped(
+                sa.update(_R).where(_R.holder == self._holder, _R.status == "in_progress",
+                                    _R.locked_until > sa.func.now())
+                .values(locked_until=sa.func.now()).execution_options(synchronize_session=False),
+                "restart: the leases this gateway instance held, in every tenant and mode"))
+        return result.rowcount
 
     async def prune(self, retention_h: float) -> int:
         """Forget keys older than the retention (at least 24 h), unless still under a live lease."""

@@ -88,6 +88,8 @@ class IdempotencyRecord(Base, table=True):
     path: str
     status: str  # in_progress | done
     locked_until: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
+    # the gateway instance (HARMON_INSTANCE_ID) whose request holds the lease: restarted, it releases its own
+    holder: str | None = None
     # the id this request creates (cart, line), the same on every execution so a retry cannot make two
     minted_id: str | None = None
     response_status: int | None = None
