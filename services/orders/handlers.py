@@ -196,6 +196,11 @@ async def _step_failed(uow: UnitOfWork, co: Checkout, msg: Failure, ctx: Service
         _release_credit(uow, co)
     if co.state != d.FREEZING:
         _release_cart(uow, co)
+    if co.state == d.FREEZING and msg.code == "resource_missing":
+        # no such cart for this customer (another's, or none): a 404 keeps no saga; the gateway stores the answer
+        _answer(uow, co, msg, final=False)
+        await uow.session.delete(co)
+        return
     _move(co, d.FAILED, ctx)
     _answer(uow, co, msg, final=True)
 

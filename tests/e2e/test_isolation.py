@@ -137,6 +137,13 @@ async def test_contract_prices_are_the_customers_own(world: World):
     assert (await client.call("GET", "/v1/products/RICE-1KG", token=token)).body["unit_price"] == 1_250
 
 
+async def test_refused_checkouts_leave_no_saga_behind(world: World, stack):
+    """Each outsider's checkout of the owner's cart was 404 (stored as the key's answer by the gateway):
+    orders keeps no checkout row for it, failed or otherwise."""
+    assert [world.answers[(name, "check out cart")] for name in OUTSIDERS] == [MISSING] * len(OUTSIDERS)
+    assert await checkouts_of(stack, world.cart["id"]) == []
+
+
 async def test_order_lists_show_only_the_callers_orders(world: World, http):
     mine = await world.owner.call("GET", "/v1/orders", token=world.owner_token)
     assert world.order["id"] in [o["id"] for o in mine.body["data"]]
