@@ -19,16 +19,9 @@ from libs.contracts.ids import REQUEST, new_id
 from libs.runtime.logs import request_id_var
 
 from .app import REQUEST_ID_HEADER
-from .errors import INVALID_REQUEST, ApiError, internal_error, upstream_timeout
+from .errors import header_invalid, internal_error, upstream_timeout
 
 log = logging.getLogger("harmon.gateway.edge")
-
-
-def header_invalid() -> ApiError:
-    return ApiError(400, INVALID_REQUEST, "header_invalid",
-                    "the request line or a header is malformed (control characters, over 8 KB, bare CR or LF, "
-                    "folded, repeated Content-Length, Content-Length with Transfer-Encoding, or too many headers); "
-                    "nothing was read")
 
 
 class EdgeRequestHandler(web.RequestHandler):

@@ -42,6 +42,14 @@ def invalid(code: str, message: str, param: str | None = None) -> ApiError:
     return ApiError(400, INVALID_REQUEST, code, message, param)
 
 
+def header_invalid() -> ApiError:
+    """What the HTTP parser refused (services/gateway/edge.py); never quoting the bytes, which may hold a key."""
+    return ApiError(400, INVALID_REQUEST, "header_invalid",
+                    "the request line or a header is malformed (control characters, over 8 KB, bare CR or LF, "
+                    "folded, repeated Content-Length, Content-Length with Transfer-Encoding, or too many headers); "
+                    "nothing was read")
+
+
 def internal_error() -> ApiError:
     return ApiError(500, API_ERROR, "internal_error", "something went wrong on our side; it has been logged")
 

@@ -22,7 +22,8 @@ from libs.contracts.ids import CART, CART_LINE, ORDER
 
 from . import objects, schemas
 from .auth import SHOPPER_HEADER
-from .errors import API_ERROR, AUTHENTICATION, IDEMPOTENCY, INVALID_REQUEST, PERMISSION, RATE_LIMIT, ApiError, invalid
+from .errors import (API_ERROR, AUTHENTICATION, IDEMPOTENCY, INVALID_REQUEST, PERMISSION, RATE_LIMIT, RETRY_AFTER_S,
+                     ApiError, header_invalid, invalid, service_unavailable)
 from .idempotency import KEY_HEADER, MAX_KEY_CHARS, REPLAYED_HEADER, validate_key
 from .routes import expected_version, parse_body
 from .routes.carts import AddLineBody, ChangeLineBody
@@ -40,6 +41,7 @@ RID = schemas.EXAMPLE_REQUEST_ID
 
 # code → (status, type, param, example message): the catalogue, as clients see it
 ERRORS: dict[str, tuple[int, str, str | None, str]] = {
+    "header_invalid": (400, INVALID_REQUEST, None, header_invalid().message),
     "json_invalid": (400, INVALID_REQUEST, None, "the body is not valid JSON"),
     "parameter_missing": (400, INVALID_REQUEST, "quantity", "missing required parameter: quantity"),
     "parameter_invalid": (400, INVALID_REQUEST, KEY_HEADER,
@@ -78,10 +80,12 @@ ERRORS: dict[str, tuple[int, str, str | None, str]] = {
                                "send the body as JSON with 'Content-Type: application/json'"),
     "rate_limited": (429, RATE_LIMIT, None, "too many requests with this API key; retry after 1 s"),
     "internal_error": (500, API_ERROR, None, "something went wrong on our side; it has been logged"),
+    "service_unavailable": (503, API_ERROR, None, service_unavailable().message),
     "upstream_timeout": (504, API_ERROR, None, "a service did not answer in time; retrying with the same "
                                                "Idempotency-Key is safe"),
 }
-ROUTE_LEVEL = {"method_not_allowed"}  # answered by the router for any path, not by an operation
+# answered for any path, not by an operation: by the router, or by the HTTP parser before there is a route
+ROUTE_LEVEL = {"method_not_allowed", "header_invalid"}
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,8 @@ HEADERS = {
     "RequestId": {"description": "this answer's id, also in the error object and the logs (a client's sane "
                                  "`X-Request-Id` is echoed)", "schema": {"type": "string"}},
     "ETag": {"description": "the cart's version, for `If-Match`", "schema": {"type": "string", "example": '"3"'}},
-    "RetryAfter": {"description": "whole seconds to wait before the next request can pass the rate limit",
+    "RetryAfter": {"description": "whole seconds to wait: until the next request can pass the rate limit (429), "
+                                  "or before retrying a service that is unavailable (503)",
                    "schema": {"type": "integer", "minimum": 1}},
     "IdempotentReplayed": {"description": f"`true` when this is the stored answer of an earlier request with the "
                                           f"same `{KEY_HEADER}`", "schema": {"type": "string", "enum": ["true"]}},
@@ -231,7 +236,8 @@ def catalogue_error(code: str) -> ApiError:
         return over_credit_limit(schemas.EXAMPLE_OVER_CREDIT_LIMIT)
     status, type_, param, message = ERRORS[code]
     extra = {"order_id": schemas.EXAMPLE_ORDER.order_id} if code == "cart_checked_out" else None
-    headers = {"Retry-After": "1"} if code == "rate_limited" else None
+    headers = {"rate_limited": {"Retry-After": "1"},
+               "service_unavailable": {"Retry-After": str(RETRY_AFTER_S)}}.get(code)
     return ApiError(status, type_, code, message, param, extra=extra, headers=headers)
 
 
@@ -286,7 +292,7 @@ def endpoint_errors(method: str, path_params: list[str], endpoint: Endpoint, op:
     codes += op.errors
     if op.asks:
         codes.append("upstream_timeout")
-    codes.append("internal_error")
+    codes += ["internal_error", "service_unavailable"]  # every /v1 route reads the database (the key)
     found += [c if isinstance(c, ApiError) else catalogue_error(c) for c in codes]
     unique: dict[tuple[str, str | None], ApiError] = {}
     for e in found:
