@@ -34,7 +34,9 @@ def _mask_key(m: re.Match) -> str:
 
 
 def mask_secrets(text: str) -> str:
-    return _JWT.sub("eyJ…(token masked)", _API_KEY.sub(_mask_key, text))
+    if "hk_" in text:
+        text = _API_KEY.sub(_mask_key, text)
+    return _JWT.sub("eyJ…(token masked)", text) if "eyJ" in text else text
 
 
 class SafeFormatter(logging.Formatter):

@@ -21,7 +21,7 @@ CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def logged() -> Iterator:
     """Configure logging as a service does (into a buffer, not stderr); yield a function returning its lines."""
     root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    handlers, level = root.handlers[:], root.level
     setup_logging("gateway", "DEBUG")
     out = io.StringIO()
     root.handlers[0].setStream(out)
@@ -34,8 +34,8 @@ def logged() -> Iterator:
     try:
         yield lines
     finally:
-        root.handlers[:], _ = saved
-        root.setLevel(saved[1])
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def test_a_forged_newline_stays_inside_its_record(logged):
