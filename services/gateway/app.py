@@ -31,7 +31,7 @@ from .auth import ShopperTokens, auth_middleware
 from .config import Settings
 from .correlator import Correlator
 from .cors import cors_middleware
-from .errors import INVALID_REQUEST, ApiError, error_middleware
+from .errors import INVALID_REQUEST, ApiError, body_invalid, error_middleware
 from .idempotency import IdempotencyStore, idempotency_middleware
 from .ratelimit import Limits, RateLimiter
 from .routes import (carts, checkout, docs, expected_version, health, orders, parse_body, products,
@@ -106,6 +106,9 @@ def body_middleware(max_bytes: int) -> web.middleware:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 raise too_large from None
+            except (web.RequestPayloadError, ConnectionError):
+                # the client's bytes (bad gzip, a body cut short by a disconnect), not a dependency of ours
+                raise body_invalid() from None
             content_type = request.content_type if "Content-Type" in request.headers else None
             request[BODY], request[JSON_BODY] = parse_body(endpoint.body, raw, content_type)
         if endpoint.versioned:

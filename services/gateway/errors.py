@@ -50,6 +50,11 @@ def header_invalid() -> ApiError:
                     "nothing was read")
 
 
+def body_invalid() -> ApiError:
+    return invalid("body_invalid", "the body could not be read: its chunked framing or Content-Encoding is broken, "
+                                   "or it was cut short")
+
+
 def internal_error() -> ApiError:
     return ApiError(500, API_ERROR, "internal_error", "something went wrong on our side; it has been logged")
 

@@ -23,7 +23,7 @@ from libs.contracts.ids import CART, CART_LINE, ORDER
 from . import objects, schemas
 from .auth import SHOPPER_HEADER
 from .errors import (API_ERROR, AUTHENTICATION, IDEMPOTENCY, INVALID_REQUEST, PERMISSION, RATE_LIMIT, RETRY_AFTER_S,
-                     ApiError, header_invalid, invalid, service_unavailable)
+                     ApiError, body_invalid, header_invalid, invalid, service_unavailable)
 from .idempotency import KEY_HEADER, MAX_KEY_CHARS, REPLAYED_HEADER, validate_key
 from .routes import expected_version, parse_body
 from .routes.carts import AddLineBody, ChangeLineBody
@@ -43,6 +43,7 @@ RID = schemas.EXAMPLE_REQUEST_ID
 ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "header_invalid": (400, INVALID_REQUEST, None, header_invalid().message),
     "json_invalid": (400, INVALID_REQUEST, None, "the body is not valid JSON"),
+    "body_invalid": (400, INVALID_REQUEST, None, body_invalid().message),
     "parameter_missing": (400, INVALID_REQUEST, "quantity", "missing required parameter: quantity"),
     "parameter_invalid": (400, INVALID_REQUEST, KEY_HEADER,
                           f"{KEY_HEADER} must be 1 to {MAX_KEY_CHARS} printable ASCII characters"),
@@ -274,7 +275,7 @@ def endpoint_errors(method: str, path_params: list[str], endpoint: Endpoint, op:
         codes += ["shopper_token_invalid", "shopper_token_expired"]
     found = [catalogue_error(c) for c in codes]
     if endpoint.body is not None:
-        found += [catalogue_error("body_too_large"),
+        found += [catalogue_error("body_too_large"), catalogue_error("body_invalid"),
                   _refusal(lambda: parse_body(endpoint.body, b"{}", "text/plain")), *input_refusals(endpoint.body)]
     if endpoint.query is not None:
         found += input_refusals(endpoint.query)[1:]  # [1:]: a query string is never malformed JSON

@@ -125,6 +125,25 @@ async def test_hostile_json_is_json_invalid_and_writes_nothing(store, shop, db):
     assert (after.body["version"], after.body["lines"]) == (cart["version"], cart["lines"])
 
 
+async def test_a_body_that_does_not_decode_is_body_invalid_and_writes_nothing(store, shop, stack, db):
+    token = await store.token(shop.big)
+    cart = await store.cart_with(token, {"sku": "OIL-1L", "quantity": 1})
+    key = new_id("k")
+    garbage = b"not gzip at all"
+    raw = (f"POST /v1/carts/{cart['id']}/lines HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+           f"Authorization: Bearer {shop.secret_key}\r\nX-Storefront-Shopper-Token: {token}\r\n"
+           f"Idempotency-Key: {key}\r\nContent-Type: application/json\r\n"
+           f"Content-Encoding: gzip\r\nContent-Length: {len(garbage)}\r\nConnection: close\r\n\r\n").encode() + garbage
+    status, headers, body = await exchange(stack, raw)
+    error = json.loads(body)["error"]
+    assert (status, error["type"], error["code"]) == (400, "invalid_request_error", "body_invalid"), body
+    assert error["request_id"] == headers["request-id"]
+    assert await db("gateway", "SELECT key FROM idempotency_records WHERE tenant_id = $1 AND key = $2",
+                    shop.tenant_id, key) == []
+    after = await store.call("GET", f"/v1/carts/{cart['id']}", token=token)
+    assert (after.body["version"], after.body["lines"]) == (cart["version"], cart["lines"])
+
+
 async def test_postgresql_out_of_reach_is_503_service_unavailable_never_500(store, shop, stack, until):
     """The gateway's role may not log in and its connections are terminated: every request that needs the
     database is 503 with Retry-After, logged once at WARNING with the error class; then all is restored."""
