@@ -11,7 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from libs.contracts.base import Failure, Message
 from libs.contracts.cart import MAX_BASE_QUANTITY
-from libs.contracts.fields import accepts
+from libs.contracts.fields import accepts, explain
 from libs.contracts.topics import TopicSpec
 from libs.runtime.logs import request_id_var
 
@@ -43,7 +43,7 @@ def refuse(code: str, message: str, param: str) -> PydanticCustomError:
 
 def validation_error(e: ValidationError) -> ApiError:
     """The first problem pydantic found, in the catalogue's words (always with `param`)."""
-    err = e.errors(include_url=False, include_input=False)[0]
+    err = e.errors(include_url=False)[0]
     param = ".".join(str(p) for p in err["loc"]) or None
     if err["type"] == "harmon":
         ctx = err.get("ctx") or {}
@@ -54,6 +54,11 @@ def validation_error(e: ValidationError) -> ApiError:
         return invalid("parameter_missing", f"missing required parameter: {param}", param)
     if err["loc"] and err["loc"][0] in QUANTITY_FIELDS:
         return invalid("quantity_invalid", f"{param} must be a whole number from 1 to {MAX_BASE_QUANTITY:,}", param)
+    if err["type"] in ("string_pattern_mismatch", "string_unicode"):
+        # a libs.contracts.fields kind: its rule in words, or the control character, never a regex
+        rule = explain(err.get("input"), (err.get("ctx") or {}).get("pattern"))
+        if rule is not None:
+            return invalid("parameter_invalid", f"{param} {rule}", param)
     return invalid("parameter_invalid", f"{param}: {err['msg']}", param)
 
 
