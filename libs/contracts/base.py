@@ -1,13 +1,8 @@
 """The base of every payload, and the one failure reply all services share."""
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-Minor = Annotated[int, Field(ge=0, description="money in integer minor units (cents)")]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-Sku = Annotated[str, Field(min_length=1, max_length=64)]
-Uom = Annotated[str, Field(min_length=1, max_length=16)]
+from pydantic import BaseModel, ConfigDict
 
 
 class Message(BaseModel):

@@ -4,28 +4,29 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
-from .base import Message, Sku, Uom
+from .base import Message
+from .fields import MAX_BASE_QUANTITY, BaseQuantity, CartId, CartLineId, CheckoutId, CustomerId, OrderId, Sku, Uom
 
-MAX_BASE_QUANTITY = 1_000_000
+__all__ = ["MAX_BASE_QUANTITY"]  # kept here too: the cart's rule, imported by the gateway and the cart service
 
 
 class CartLine(Message):
-    line_id: str
+    line_id: CartLineId
     sku: Sku
     order_uom: Uom
-    order_quantity: int
-    factor: int = Field(description="base units per order unit")
+    order_quantity: BaseQuantity
+    factor: BaseQuantity = Field(description="base units per order unit")
     base_uom: Uom
-    base_quantity: int
+    base_quantity: BaseQuantity
 
 
 class CartView(Message):
     type: Literal["CartView"] = "CartView"
-    cart_id: str
-    customer_id: str
+    cart_id: CartId
+    customer_id: CustomerId
     status: Literal["open", "frozen", "checked_out"]
     version: int
-    order_id: str | None = None
+    order_id: OrderId | None = None
     lines: list[CartLine]
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -33,87 +34,85 @@ class CartView(Message):
 
 class CreateCart(Message):
     type: Literal["CreateCart"] = "CreateCart"
-    cart_id: str
-    customer_id: str
+    cart_id: CartId
+    customer_id: CustomerId
 
 
 class GetCart(Message):
     type: Literal["GetCart"] = "GetCart"
-    cart_id: str
-    customer_id: str
+    cart_id: CartId
+    customer_id: CustomerId
 
 
 class AddLine(Message):
     """Either `quantity` in base units, or `order_uom` + `order_quantity` converted to base units."""
 
     type: Literal["AddLine"] = "AddLine"
-    cart_id: str
-    customer_id: str
-    line_id: str
+    cart_id: CartId
+    customer_id: CustomerId
+    line_id: CartLineId
     sku: Sku
-    quantity: int | None = None
+    quantity: BaseQuantity | None = None
     order_uom: Uom | None = None
-    order_quantity: int | None = None
+    order_quantity: BaseQuantity | None = None
     expected_version: int | None = None
 
 
 class ChangeLine(Message):
     type: Literal["ChangeLine"] = "ChangeLine"
-    cart_id: str
-    customer_id: str
-    line_id: str
-    quantity: int | None = None
-    order_quantity: int | None = None
+    cart_id: CartId
+    customer_id: CustomerId
+    line_id: CartLineId
+    quantity: BaseQuantity | None = None
+    order_quantity: BaseQuantity | None = None
     expected_version: int | None = None
 
 
 class RemoveLine(Message):
     type: Literal["RemoveLine"] = "RemoveLine"
-    cart_id: str
-    customer_id: str
-    line_id: str
+    cart_id: CartId
+    customer_id: CustomerId
+    line_id: CartLineId
     expected_version: int | None = None
 
 
 class FreezeCart(Message):
     type: Literal["FreezeCart"] = "FreezeCart"
-    cart_id: str
-    customer_id: str
-    checkout_id: str
+    cart_id: CartId
+    customer_id: CustomerId
+    checkout_id: CheckoutId
 
 
 class CartFrozen(Message):
     type: Literal["CartFrozen"] = "CartFrozen"
-    cart_id: str
-    checkout_id: str
-    customer_id: str
+    cart_id: CartId
+    checkout_id: CheckoutId
+    customer_id: CustomerId
     version: int
     lines: list[CartLine]
 
 
 class CompleteCart(Message):
     type: Literal["CompleteCart"] = "CompleteCart"
-    cart_id: str
-    checkout_id: str
-    order_id: str
+    cart_id: CartId
+    checkout_id: CheckoutId
+    order_id: OrderId
 
 
 class CartCompleted(Message):
     type: Literal["CartCompleted"] = "CartCompleted"
-    cart_id: str
-    checkout_id: str
-    order_id: str
+    cart_id: CartId
+    checkout_id: CheckoutId
+    order_id: OrderId
 
 
 class ReleaseCart(Message):
     type: Literal["ReleaseCart"] = "ReleaseCart"
-    cart_id: str
-    checkout_id: str
+    cart_id: CartId
+    checkout_id: CheckoutId
 
 
 class CartReleased(Message):
     type: Literal["CartReleased"] = "CartReleased"
-    cart_id: str
-    checkout_id: str
-
-
+    cart_id: CartId
+    checkout_id: CheckoutId

@@ -2,27 +2,28 @@
 
 from typing import Literal
 
-from .base import Currency, Message, Minor
+from .base import Message
+from .fields import CheckoutId, Currency, CustomerId, Minor, ReservationId, Shortfall, SignedMinor, Terms
 
 
 class ReserveCredit(Message):
     type: Literal["ReserveCredit"] = "ReserveCredit"
-    reservation_id: str
-    checkout_id: str
-    customer_id: str
-    bill_to_id: str
+    reservation_id: ReservationId
+    checkout_id: CheckoutId
+    customer_id: CustomerId
+    bill_to_id: CustomerId
     amount: Minor
     currency: Currency
 
 
 class CreditReserved(Message):
     type: Literal["CreditReserved"] = "CreditReserved"
-    reservation_id: str
-    bill_to_id: str
+    reservation_id: ReservationId
+    bill_to_id: CustomerId
     amount: Minor
     limit: Minor
     exposure: Minor
-    available: int
+    available: SignedMinor
     currency: Currency
 
 
@@ -30,40 +31,40 @@ class CreditRejected(Message):
     """The order would exceed the bill-to account's limit by `shortfall`."""
 
     type: Literal["CreditRejected"] = "CreditRejected"
-    reservation_id: str
-    bill_to_id: str
+    reservation_id: ReservationId
+    bill_to_id: CustomerId
     limit: Minor
     exposure: Minor
-    available: int
+    available: SignedMinor
     order_total: Minor
-    shortfall: Minor
+    shortfall: Shortfall
     currency: Currency
 
 
 class ReleaseCredit(Message):
     type: Literal["ReleaseCredit"] = "ReleaseCredit"
-    reservation_id: str
-    bill_to_id: str
+    reservation_id: ReservationId
+    bill_to_id: CustomerId
 
 
 class CreditReleased(Message):
     type: Literal["CreditReleased"] = "CreditReleased"
-    reservation_id: str
-    bill_to_id: str
+    reservation_id: ReservationId
+    bill_to_id: CustomerId
     amount: Minor
 
 
 class GetCreditAccount(Message):
     type: Literal["GetCreditAccount"] = "GetCreditAccount"
-    customer_id: str
+    customer_id: CustomerId
 
 
 class CreditAccountView(Message):
     type: Literal["CreditAccountView"] = "CreditAccountView"
-    customer_id: str
-    bill_to_id: str
-    terms: str
+    customer_id: CustomerId
+    bill_to_id: CustomerId
+    terms: Terms
     limit: Minor
     exposure: Minor
-    available: int
+    available: SignedMinor
     currency: Currency

@@ -7,6 +7,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, m
 
 from . import cart, credit, erp, orders, pricing
 from .base import Failure, Message
+from .fields import TenantId, Token
 from .ids import MESSAGE, new_id
 
 AnyMessage = Annotated[
@@ -36,16 +37,16 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    message_id: str = Field(default_factory=lambda: new_id(MESSAGE))
+    message_id: Token = Field(default_factory=lambda: new_id(MESSAGE))
     type: str = ""
     occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
-    tenant_id: str = Field(min_length=1)
+    tenant_id: TenantId
     livemode: bool
-    correlation_id: str | None = None
-    causation_id: str | None = None
-    request_id: str | None = None
-    reply_to: str | None = None
-    aggregate_id: str | None = None
+    correlation_id: Token | None = None
+    causation_id: Token | None = None
+    request_id: Token | None = None
+    reply_to: Token | None = None
+    aggregate_id: Token | None = None
     aggregate_version: int | None = None
     payload: AnyMessage
 

@@ -4,28 +4,30 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
-from .base import Currency, Message, Minor, Sku, Uom
+from .base import Message
+from .fields import (BaseQuantity, CartId, CartLineId, Currency, CustomerId, Minor, Notes, OrderId, PoNumber,
+                     Shortfall, SignedMinor, Sku, Terms, Token, Uom)
 from .money import TaxCategory
 from .pricing import PriceSource
 
 
 class PlaceOrder(Message):
     type: Literal["PlaceOrder"] = "PlaceOrder"
-    cart_id: str
-    customer_id: str
-    idempotency_key: str | None = Field(default=None, max_length=255)
-    notes: str | None = Field(default=None, max_length=2000)
-    po_number: str | None = Field(default=None, max_length=100)
+    cart_id: CartId
+    customer_id: CustomerId
+    idempotency_key: Token | None = None
+    notes: Notes | None = None
+    po_number: PoNumber | None = None
 
 
 class OrderLine(Message):
-    line_id: str
+    line_id: CartLineId
     sku: Sku
     order_uom: Uom
-    order_quantity: int
-    factor: int
+    order_quantity: BaseQuantity
+    factor: BaseQuantity
     base_uom: Uom
-    base_quantity: int
+    base_quantity: BaseQuantity
     unit_price: Minor
     price_source: PriceSource
     subtotal: Minor
@@ -37,19 +39,19 @@ class OrderLine(Message):
 
 class OrderView(Message):
     type: Literal["OrderView"] = "OrderView"
-    order_id: str
-    cart_id: str
-    customer_id: str
-    bill_to_id: str
+    order_id: OrderId
+    cart_id: CartId
+    customer_id: CustomerId
+    bill_to_id: CustomerId
     status: Literal["confirmed", "fulfilled", "delivered", "cancelled"]
     channel: Literal["ECOMMERCE"] = "ECOMMERCE"
-    terms: str
+    terms: Terms
     currency: Currency
     subtotal: Minor
     tax: Minor
     total: Minor
-    notes: str | None
-    po_number: str | None
+    notes: Notes | None
+    po_number: PoNumber | None
     lines: list[OrderLine]
     created_at: AwareDatetime
 
@@ -58,28 +60,28 @@ class OverCreditLimit(Message):
     """Checkout's answer when credit refused: a state the storefront shows, not a crash."""
 
     type: Literal["OverCreditLimit"] = "OverCreditLimit"
-    cart_id: str
+    cart_id: CartId
     limit: Minor
     exposure: Minor
-    available: int
+    available: SignedMinor
     order_total: Minor
-    shortfall: Minor
+    shortfall: Shortfall
     currency: Currency
 
 
 class GetOrder(Message):
     type: Literal["GetOrder"] = "GetOrder"
-    order_id: str
-    customer_id: str | None = None
+    order_id: OrderId
+    customer_id: CustomerId | None = None
 
 
 class ListOrders(Message):
     """A customer's orders, newest first, after `starting_after` (an order id) when given."""
 
     type: Literal["ListOrders"] = "ListOrders"
-    customer_id: str
+    customer_id: CustomerId
     limit: int = Field(default=10, ge=1, le=100)
-    starting_after: str | None = None
+    starting_after: OrderId | None = None
 
 
 class OrderList(Message):

@@ -4,7 +4,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Currency, Message, Minor, Sku, Uom
+from .base import Message
+from .fields import BaseQuantity, CartId, CartLineId, Count, Currency, CustomerId, Minor, Name, Sku, Uom
 from .money import TaxCategory
 
 PriceSource = Literal["customer", "price_list", "list"]
@@ -13,9 +14,9 @@ PriceSource = Literal["customer", "price_list", "list"]
 class ProductView(Message):
     type: Literal["ProductView"] = "ProductView"
     sku: Sku
-    name: str
+    name: Name
     base_uom: Uom
-    units: dict[Uom, int]
+    units: dict[Uom, Count]
     tax_category: TaxCategory
     unit_price: Minor | None = Field(description="per base unit, for this customer when one is named")
     currency: Currency
@@ -30,34 +31,34 @@ class ProductList(Message):
 
 class ListProducts(Message):
     type: Literal["ListProducts"] = "ListProducts"
-    customer_id: str | None = None
+    customer_id: CustomerId | None = None
     limit: int = Field(default=20, ge=1, le=100)
-    starting_after: str | None = None
+    starting_after: Sku | None = None
 
 
 class GetProduct(Message):
     type: Literal["GetProduct"] = "GetProduct"
     sku: Sku
-    customer_id: str | None = None
+    customer_id: CustomerId | None = None
 
 
 class LineToPrice(Message):
-    line_id: str
+    line_id: CartLineId
     sku: Sku
-    base_quantity: int = Field(ge=1)
+    base_quantity: BaseQuantity
 
 
 class PriceLines(Message):
     type: Literal["PriceLines"] = "PriceLines"
-    cart_id: str
-    customer_id: str
+    cart_id: CartId
+    customer_id: CustomerId
     lines: list[LineToPrice]
 
 
 class PricedLine(Message):
-    line_id: str
+    line_id: CartLineId
     sku: Sku
-    base_quantity: int
+    base_quantity: BaseQuantity
     unit_price: Minor
     price_source: PriceSource
     subtotal: Minor
@@ -69,7 +70,7 @@ class PricedLine(Message):
 
 class LinesPriced(Message):
     type: Literal["LinesPriced"] = "LinesPriced"
-    cart_id: str
+    cart_id: CartId
     currency: Currency
     lines: list[PricedLine]
     subtotal: Minor

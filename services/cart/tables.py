@@ -13,6 +13,11 @@ class Base(SQLModel, registry=registry()):
     pass
 
 
+def _bigint() -> sa.Column:
+    """Quantities multiply into money, which is BIGINT everywhere (libs/contracts/fields.py)."""
+    return sa.Column(sa.BigInteger, nullable=False)
+
+
 class Product(Base, table=True):
     """The cart's copy of the catalog: just what unit conversion needs (from erp.products.v1)."""
 
@@ -47,10 +52,10 @@ class CartLine(Base, table=True):
     livemode: bool
     sku: str
     order_uom: str
-    order_quantity: int
-    factor: int
+    order_quantity: int = Field(sa_column=_bigint())
+    factor: int = Field(sa_column=_bigint())
     base_uom: str
-    base_quantity: int
+    base_quantity: int = Field(sa_column=_bigint())
     created_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
 
 

@@ -105,6 +105,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "sku_unknown": (400, INVALID_REQUEST),
     "uom_unknown": (400, INVALID_REQUEST),
     "quantity_invalid": (400, INVALID_REQUEST),
+    "amount_too_large": (400, INVALID_REQUEST),
     "parameter_invalid": (400, INVALID_REQUEST),
     "parameter_missing": (400, INVALID_REQUEST),
     "parameter_unknown": (400, INVALID_REQUEST),

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from libs.contracts.cart import MAX_BASE_QUANTITY
-from libs.contracts.ids import CART, CART_LINE, ORDER
+from libs.contracts.fields import MAX_AMOUNT, CartId, CartLineId, OrderId, Sku
 
 from . import objects, schemas
 from .auth import SHOPPER_HEADER
@@ -52,6 +52,8 @@ ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "uom_unknown": (400, INVALID_REQUEST, "order_uom", "unit 'PALLET' is not sold for this product (units: CASE)"),
     "quantity_invalid": (400, INVALID_REQUEST, "quantity",
                          f"quantity must be a whole number from 1 to {MAX_BASE_QUANTITY:,}"),
+    "amount_too_large": (400, INVALID_REQUEST, "cart_id",
+                         f"the cart's total would be over {MAX_AMOUNT:,} minor units; split it into smaller orders"),
     "api_key_missing": (401, AUTHENTICATION, None, "no API key given: send 'Authorization: Bearer hk_…'"),
     "api_key_invalid": (401, AUTHENTICATION, None, "the API key is not valid"),
     "api_key_revoked": (401, AUTHENTICATION, None, "the API key hk_test_sec_…x9Qz was revoked"),
@@ -145,13 +147,13 @@ OPERATIONS: dict[str, Operation] = {
     "price_cart": Operation(
         "Price a cart", 200, schemas.PricedCart,
         lambda: objects.priced_cart(schemas.EXAMPLE_CART, schemas.EXAMPLE_PRICED, False),
-        errors=("resource_missing", "sku_unknown"),
+        errors=("resource_missing", "sku_unknown", "amount_too_large"),
         description="Server-side: contract prices (customer price → price list → list price, with quantity "
                     "breaks) and GCT per line, rounded half-up; totals are sums of the rounded lines."),
     "checkout": Operation(
         "Check out", 201, schemas.Order, lambda: objects.order(schemas.EXAMPLE_ORDER, False),
         errors=(invalid("parameter_invalid", "the cart has no lines to check out", "cart_id"), "sku_unknown",
-                "resource_missing", "cart_frozen", "cart_checked_out", "over_credit_limit"),
+                "amount_too_large", "resource_missing", "cart_frozen", "cart_checked_out", "over_credit_limit"),
         description="Places the order for the cart (channel `ECOMMERCE`, set by the server) against the bill-to "
                     "account's credit, or answers the **over_credit_limit** state (402) with the shortfall: the "
                     "cart is left intact, to be changed and checked out again with a new `Idempotency-Key`. A "
@@ -164,12 +166,11 @@ OPERATIONS: dict[str, Operation] = {
                            errors=("resource_missing",), description="Only the token's customer's orders are found."),
 }
 
-_ID = "[0-9A-Za-z]{1,64}"
-PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {  # name → (schema, example)
-    "cart_id": ({"type": "string", "pattern": f"^{CART}_{_ID}$"}, schemas.EXAMPLE_CART.cart_id),
-    "line_id": ({"type": "string", "pattern": f"^{CART_LINE}_{_ID}$"}, schemas.EXAMPLE_CART.lines[0].line_id),
-    "order_id": ({"type": "string", "pattern": f"^{ORDER}_{_ID}$"}, schemas.EXAMPLE_ORDER.order_id),
-    "sku": ({"type": "string", "minLength": 1, "maxLength": 64}, schemas.EXAMPLE_PRODUCT.sku),
+PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {  # name → (schema of its libs.contracts.fields kind, example)
+    "cart_id": (TypeAdapter(CartId).json_schema(), schemas.EXAMPLE_CART.cart_id),
+    "line_id": (TypeAdapter(CartLineId).json_schema(), schemas.EXAMPLE_CART.lines[0].line_id),
+    "order_id": (TypeAdapter(OrderId).json_schema(), schemas.EXAMPLE_ORDER.order_id),
+    "sku": (TypeAdapter(Sku).json_schema(), schemas.EXAMPLE_PRODUCT.sku),
 }
 
 REQUEST_EXAMPLES: dict[type[BaseModel], dict[str, dict[str, Any]]] = {

@@ -10,9 +10,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from libs.contracts.base import Currency, Minor, Sku, Uom
 from libs.contracts.cart import CartLine as CartLineView
 from libs.contracts.cart import CartView
+from libs.contracts.fields import (CartId, CartLineId, Count, Currency, CustomerId, Minor, Name, Notes, OrderId,
+                                   PoNumber, Shortfall, SignedMinor, Sku, Terms, Uom)
 from libs.contracts.money import TaxCategory
 from libs.contracts.orders import OrderLine as OrderLineView
 from libs.contracts.orders import OrderView, OverCreditLimit as OverCreditLimitView
@@ -30,7 +31,7 @@ class ApiObject(BaseModel):
 class CartLine(ApiObject):
     """A cart line as entered, and its quantity settled in base units."""
 
-    id: str = Field(pattern=r"^cli_")
+    id: CartLineId
     object: Literal["cart_line"]
     sku: Sku
     order_uom: Uom = Field(description="the unit the line was entered in")
@@ -43,21 +44,21 @@ class CartLine(ApiObject):
 class Cart(ApiObject):
     """The signed-in customer's cart; `version` goes up with every change (send it, or `If-Match`, to write)."""
 
-    id: str = Field(pattern=r"^cart_")
+    id: CartId
     object: Literal["cart"]
     livemode: Livemode
-    customer_id: str
+    customer_id: CustomerId
     status: Literal["open", "frozen", "checked_out"] = Field(
         description="frozen while a checkout runs; checked_out once it placed an order (`order_id`)")
     version: int = Field(ge=1)
-    order_id: str | None
+    order_id: OrderId | None
     lines: list[CartLine]
     created_at: Timestamp
     updated_at: Timestamp
 
 
 class PricedCartLine(ApiObject):
-    line_id: str
+    line_id: CartLineId
     sku: Sku
     quantity: BaseQuantity
     base_uom: Uom | None
@@ -77,7 +78,7 @@ class PricedCart(ApiObject):
 
     object: Literal["priced_cart"]
     livemode: Livemode
-    cart_id: str
+    cart_id: CartId
     cart_version: int = Field(ge=1, description="the cart version these prices are for")
     currency: Currency
     subtotal: Minor
@@ -93,9 +94,9 @@ class Product(ApiObject):
     object: Literal["product"]
     livemode: Livemode
     sku: Sku
-    name: str
+    name: Name
     base_uom: Uom
-    units: dict[Uom, int] = Field(description="alternate units and their base units each, e.g. {\"CASE\": 12}")
+    units: dict[Uom, Count] = Field(description="alternate units and their base units each, e.g. {\"CASE\": 12}")
     tax_category: TaxCategory
     unit_price: Minor | None = Field(description="per base unit; null when the product has no price")
     currency: Currency
@@ -112,7 +113,7 @@ class ProductList(ApiObject):
 class OrderLine(ApiObject):
     """The snapshot of a line as asked (order unit) and settled (base units, price, GCT) at checkout."""
 
-    id: str
+    id: CartLineId = Field(description="the cart line it was")
     object: Literal["order_line"]
     sku: Sku
     order_uom: Uom
@@ -130,21 +131,21 @@ class OrderLine(ApiObject):
 
 
 class Order(ApiObject):
-    id: str = Field(pattern=r"^ord_")
+    id: OrderId
     object: Literal["order"]
     livemode: Livemode
-    cart_id: str
-    customer_id: str
-    bill_to_id: str = Field(description="the account whose credit the order uses")
+    cart_id: CartId
+    customer_id: CustomerId
+    bill_to_id: CustomerId = Field(description="the account whose credit the order uses")
     channel: Literal["ECOMMERCE"] = Field(description="set by the server, never taken from a client")
     status: Literal["confirmed", "fulfilled", "delivered", "cancelled"]
-    terms: str = Field(description="payment terms, e.g. cod or net_30")
+    terms: Terms = Field(description="payment terms, e.g. cod or net_30")
     currency: Currency
     subtotal: Minor
     tax: Minor
     total: Minor
-    notes: str | None
-    po_number: str | None
+    notes: Notes | None
+    po_number: PoNumber | None
     lines: list[OrderLine]
     created_at: Timestamp
 
@@ -162,7 +163,7 @@ class ShopperToken(ApiObject):
     object: Literal["shopper_token"]
     livemode: Livemode
     token: str
-    customer_id: str
+    customer_id: CustomerId
     expires_at: Timestamp
 
 
@@ -182,9 +183,9 @@ class ErrorResponse(ApiObject):
 class Credit(ApiObject):
     limit: Minor
     exposure: Minor = Field(description="open orders and unpaid invoices of the bill-to account")
-    available: int = Field(description="limit − exposure (negative when already over)")
+    available: SignedMinor = Field(description="limit − exposure (negative when already over)")
     order_total: Minor
-    shortfall: Minor = Field(description="how much the order is over what is available")
+    shortfall: Shortfall = Field(description="how much the order is over what is available")
     currency: Currency
 
 
@@ -193,7 +194,7 @@ class OverCreditLimit(ApiObject):
 
     error: Error
     credit: Credit
-    cart_id: str
+    cart_id: CartId
 
 
 # --- example data: real contract views, rendered by objects.py ---------------------------------

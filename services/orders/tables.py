@@ -17,6 +17,11 @@ def _ts(nullable: bool = False) -> sa.Column:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
 
 
+def _bigint() -> sa.Column:
+    """Money and the quantities that multiply into it: up to 10**15 minor units (libs/contracts/fields.py)."""
+    return sa.Column(sa.BigInteger, nullable=False)
+
+
 class Customer(Base, table=True):
     """Orders' copy of the customer: who is billed and on what terms (from erp.customers.v1)."""
 
@@ -84,9 +89,9 @@ class Order(Base, table=True):
     status: str = "confirmed"
     channel: str = "ECOMMERCE"
     currency: str
-    subtotal: int
-    tax: int
-    total: int
+    subtotal: int = Field(sa_column=_bigint())
+    tax: int = Field(sa_column=_bigint())
+    total: int = Field(sa_column=_bigint())
     notes: str | None = None
     po_number: str | None = None
     version: int = 1
@@ -105,17 +110,17 @@ class OrderLine(Base, table=True):
     line_id: str
     sku: str
     order_uom: str
-    order_quantity: int
-    factor: int
+    order_quantity: int = Field(sa_column=_bigint())
+    factor: int = Field(sa_column=_bigint())
     base_uom: str
-    base_quantity: int
-    unit_price: int
+    base_quantity: int = Field(sa_column=_bigint())
+    unit_price: int = Field(sa_column=_bigint())
     price_source: str
-    subtotal: int
+    subtotal: int = Field(sa_column=_bigint())
     tax_category: str
     tax_rate_bp: int
-    tax: int
-    total: int
+    tax: int = Field(sa_column=_bigint())
+    total: int = Field(sa_column=_bigint())
 
 
 metadata = Base.metadata

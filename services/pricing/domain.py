@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from libs.contracts.base import Rejection
+from libs.contracts.fields import MAX_AMOUNT
 from libs.contracts.money import DEFAULT_CURRENCY, TaxCategory, tax_half_up
 from libs.contracts.pricing import LinesPriced, LineToPrice, PricedLine, PriceSource
 
@@ -69,12 +70,21 @@ def tax_rate_bp(category: TaxCategory, rates_bp: Mapping[str, int]) -> int:
     return rates_bp[category]
 
 
+def _within_bound(total: int) -> None:
+    """Money travels and is stored up to MAX_AMOUNT; a larger cart is refused, never half-placed."""
+    if total > MAX_AMOUNT:
+        raise Rejection("amount_too_large",
+                        f"the cart's total would be over {MAX_AMOUNT:,} minor units; split it into smaller orders",
+                        "cart_id")
+
+
 def price_line(line_id: str, sku: str, base_quantity: int, price: ResolvedPrice, tax_category: TaxCategory,
                rates_bp: Mapping[str, int]) -> PricedLine:
     """One line's money: subtotal = unit price × base quantity; GCT on the line, rounded half-up to the cent."""
     rate = tax_rate_bp(tax_category, rates_bp)
     subtotal = price.unit_amount * base_quantity
     tax = tax_half_up(subtotal, rate)
+    _within_bound(subtotal + tax)
     return PricedLine(
         line_id=line_id, sku=sku, base_quantity=base_quantity, unit_price=price.unit_amount,
         price_source=price.source, subtotal=subtotal, tax_category=tax_category, tax_rate_bp=rate,
@@ -106,5 +116,6 @@ def price_cart(cart_id: str, lines: Sequence[LineToPrice], tax_categories: Mappi
                         f"lines are priced in more than one currency ({', '.join(sorted(currencies))})", "lines")
     subtotal = sum(p.subtotal for p in priced)
     tax = sum(p.tax for p in priced)
+    _within_bound(subtotal + tax)
     return LinesPriced(cart_id=cart_id, currency=currencies.pop() if currencies else DEFAULT_CURRENCY,
                        lines=priced, subtotal=subtotal, tax=tax, total=subtotal + tax)

@@ -38,7 +38,7 @@ class Price(Base, table=True):
     price_list_id: str | None = None
     unit_amount: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     currency: str
-    min_quantity: int
+    min_quantity: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))  # compared with quantities
     active: bool = True
 
 

@@ -1,5 +1,6 @@
 """Doors and bad input: who may call what, and that a refused request writes nothing."""
 
+import json
 import time
 
 import jwt
@@ -139,3 +140,50 @@ async def test_restricted_keys_reach_only_their_scopes(store, shop, stack):
     # the scope check comes before the shopper token: no token needed to be told
     r = await store.call("POST", "/v1/checkout", json={"cart_id": cart.body["id"]}, key=catalog)
     assert (r.status, r.error["code"]) == (403, "scope_missing")
+
+
+async def test_control_characters_and_repeated_parameters_are_refused_at_the_door(store, shop, db):
+    """Bytes a database refuses never reach a service: a 400 (or the path's 404) at once, nothing written.
+    Let through, each of these was retried and dead-lettered by the service, and the client got a 504."""
+    token = await store.token(shop.big)
+    cart = await store.cart_with(token, {"sku": "OIL-1L", "quantity": 1})
+    bodies = [
+        (f"/v1/carts/{cart['id']}/lines", {"sku": "RICE\u00002KG", "quantity": 1}, "sku"),
+        (f"/v1/carts/{cart['id']}/lines", {"sku": "RICE-1KG", "order_uom": "CA\u0007SE", "order_quantity": 1},
+         "order_uom"),
+        ("/v1/checkout", {"cart_id": cart["id"], "notes": "back\u0000door"}, "notes"),
+        ("/v1/checkout", {"cart_id": cart["id"], "po_number": "PO\u001b1001"}, "po_number"),
+        ("/v1/checkout", {"cart_id": cart["id"], "notes": "back\ud800door"}, "notes"),  # a lone surrogate
+        ("/v1/shopper_tokens", {"customer_id": "cus_A\u0000B"}, "customer_id"),
+    ]
+    for path, body, param in bodies:
+        # json.dumps keeps the escapes (\u0000) as JSON text: the gateway's parser turns them into the characters
+        r = await store.call("POST", path, data=json.dumps(body).encode(), token=token,
+                             headers={"Idempotency-Key": new_id("k")})
+        assert (r.status, r.error.get("code"), r.error.get("param")) == (400, "parameter_invalid", param), (path, r.body)
+        assert r.error["type"] == "invalid_request_error" and r.error["request_id"] == r.headers["Request-Id"]
+
+    queries = [
+        ("/v1/products?limit=1&limit=100000", "limit"),
+        ("/v1/products?starting_after=RICE%00", "starting_after"),
+        ("/v1/orders?limit=1&limit=100", "limit"),
+        ("/v1/orders?starting_after=ord_01J%00", "starting_after"),
+    ]
+    for path, param in queries:
+        r = await store.call("GET", path, token=token)
+        assert (r.status, r.error.get("code"), r.error.get("param")) == (400, "parameter_invalid", param), (path, r.body)
+
+    for path, param in [("/v1/products/RICE%00", "sku"), ("/v1/products/RICE%202KG", "sku"),
+                        (f"/v1/carts/{cart['id']}%00", "cart_id"), ("/v1/orders/ord_01J%00", "order_id")]:
+        r = await store.call("GET", path, token=token)
+        assert (r.status, r.error.get("code"), r.error.get("param")) == (404, "resource_missing", param), (path, r.body)
+
+    after = await store.call("GET", f"/v1/carts/{cart['id']}", token=token)
+    assert (after.body["status"], after.body["version"], after.body["lines"]) == ("open", cart["version"], cart["lines"])
+    assert await db("orders", "SELECT id FROM checkouts WHERE tenant_id = $1", shop.tenant_id) == []
+
+    # free text keeps its line breaks and tabs
+    placed = await store.checkout(token, cart["id"], key=new_id("k"), notes="Back door\n\tring twice",
+                                  po_number="PO 1001")
+    assert placed.status == 201, placed.body
+    assert (placed.body["notes"], placed.body["po_number"]) == ("Back door\n\tring twice", "PO 1001")

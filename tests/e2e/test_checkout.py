@@ -4,9 +4,11 @@ import asyncio
 
 import pytest
 
+from libs.contracts.erp import CreditLimitUpsert, PriceUpsert, ProductUpsert
+from libs.contracts.fields import MAX_AMOUNT
 from libs.contracts.ids import new_id
 
-from .conftest import FIVE_OIL_CARTS, OIL_CART_TOTAL
+from .conftest import FIVE_OIL_CARTS, OIL_CART_TOTAL, erp_settled
 
 pytestmark = pytest.mark.e2e
 
@@ -164,3 +166,53 @@ async def test_request_id_travels_with_the_messages_it_causes(store, shop, stack
     # the notifier, three messages away (gateway → orders → OrderConfirmed), logs under the same id
     line = f"request_id={rid} recorded order.confirmed for {placed.body['id']}"
     await until(lambda: line in stack.log_path("notifier").read_text(), timeout=10, message=line)
+
+
+async def _publish_big_items(erp, stack, shop) -> None:
+    """A generator at 450.00, a price at the 10**15 bound, and room on the big shop's account for both."""
+    for record in (ProductUpsert(sku="GENERATOR-XL", name="Generator XL", base_uom="EA"),
+                   PriceUpsert(price_id="generator-list", sku="GENERATOR-XL", unit_amount=45_000),
+                   ProductUpsert(sku="ISLAND", name="An island", base_uom="EA"),
+                   PriceUpsert(price_id="island-list", sku="ISLAND", unit_amount=MAX_AMOUNT),
+                   CreditLimitUpsert(customer_id=shop.big, limit=MAX_AMOUNT)):
+        await erp.publish(None, record, shop.tenant_id)
+    await erp_settled(stack.bootstrap)
+
+
+async def test_an_order_past_two_to_the_31_cents_is_placed(store, shop, erp, stack):
+    await _publish_big_items(erp, stack, shop)
+    token = await store.token(shop.big)
+    cart = await store.cart_with(token, {"sku": "GENERATOR-XL", "quantity": 100_000})
+    priced = await store.price(token, cart["id"])
+    assert priced.status == 200, priced.body
+    # 100,000 × 450.00 = 4,500,000,000 cents + 15% GCT 675,000,000
+    assert (priced.body["subtotal"], priced.body["tax"], priced.body["total"]) == (
+        4_500_000_000, 675_000_000, 5_175_000_000)
+
+    placed = await store.checkout(token, cart["id"], key=new_id("k"))
+    assert placed.status == 201, placed.body
+    assert (placed.body["subtotal"], placed.body["tax"], placed.body["total"]) == (
+        4_500_000_000, 675_000_000, 5_175_000_000)
+    [line] = placed.body["lines"]
+    assert (line["quantity"], line["unit_price"], line["total"]) == (100_000, 45_000, 5_175_000_000)
+    fetched = await store.call("GET", f"/v1/orders/{placed.body['id']}", token=token)
+    assert fetched.status == 200 and fetched.body == placed.body
+
+
+async def test_a_cart_past_the_money_bound_is_amount_too_large(store, shop, erp, stack, until):
+    await _publish_big_items(erp, stack, shop)
+    token = await store.token(shop.big)
+    one = await store.cart_with(token, {"sku": "ISLAND", "quantity": 1})  # 10**15, but 15% GCT takes it over
+    two = await store.cart_with(token, {"sku": "ISLAND", "quantity": 2})
+    for cart in (one, two):
+        priced = await store.price(token, cart["id"])
+        assert (priced.status, priced.error.get("code"), priced.error.get("param")) == (
+            400, "amount_too_large", "cart_id"), priced.body
+        refused = await store.checkout(token, cart["id"], key=new_id("k"))
+        assert (refused.status, refused.error.get("code")) == (400, "amount_too_large"), refused.body
+
+
+        async def released(cart_id=cart["id"]):  # the saga gives the cart back after answering
+            r = await store.call("GET", f"/v1/carts/{cart_id}", token=token)
+            return (r.body["status"], r.body["order_id"]) == ("open", None)
+        await until(released, timeout=10, message="the cart released")

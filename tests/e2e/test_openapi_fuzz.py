@@ -11,8 +11,8 @@ Bounded (examples per operation, no deadline) and derandomized, so CI runs the s
 """
 
 import collections
+import functools
 import itertools
-import re
 
 import pytest
 import pytest_asyncio
@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import (content_type_conformance, negative_data_rejection, not_a_server_error,
                                  response_headers_conformance, response_schema_conformance, status_code_conformance)
 
+from libs.contracts.fields import CartId, CustomerId, Sku, accepts
 from libs.contracts.ids import new_id
 from services.gateway.openapi import OPERATIONS
 
@@ -35,11 +36,11 @@ CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conform
                response_schema_conformance, response_headers_conformance]
 EXAMPLES = 15  # per operation and run: about a minute for both runs on two cores
 
-# Body fields that name an object, and when a generated value is one the document accepts.
+# Body fields that name an object, and when a generated value is one the document accepts (its kind's rule).
 BODY_IDS = {
-    "cart_id": re.compile(r"cart_[0-9A-Za-z]{1,64}").fullmatch,
-    "customer_id": lambda v: 1 <= len(v) <= 64,
-    "sku": lambda v: 1 <= len(v) <= 64,
+    "cart_id": functools.partial(accepts, CartId),
+    "customer_id": functools.partial(accepts, CustomerId),
+    "sku": functools.partial(accepts, Sku),
 }
 # What the before_call hook below puts in place of generated ids; filled by the `fuzz` fixture.
 REAL: dict[str, str] = {}

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from libs.contracts.base import Rejection
+from libs.contracts.fields import MAX_AMOUNT
 from libs.contracts.money import DEFAULT_GCT_RATES_BP, TaxCategory, tax_half_up
 from libs.contracts.pricing import LineToPrice
 from services.pricing.domain import PriceCandidate, ResolvedPrice, price_cart, price_line, resolve_unit_price
@@ -203,3 +204,34 @@ def test_an_empty_cart_prices_to_zero():
 def test_tax_half_up_matches_decimal_rounding(subtotal, rate_bp):
     exact = Decimal(subtotal * rate_bp) / Decimal(10_000)
     assert tax_half_up(subtotal, rate_bp) == int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+# --- the money bound ------------------------------------------------------------------------------
+
+
+def test_an_order_past_two_to_the_31_prices_exactly():
+    # 100,000 × 450.00 = 4,500,000,000 cents, + 15% GCT: far past a 32-bit column, far below the bound
+    priced = _cart([LineToPrice(line_id="cli_1", sku="A", base_quantity=100_000)], {"A": TaxCategory.STANDARD},
+                   {"A": [PriceCandidate(unit_amount=45_000)]})
+    assert (priced.subtotal, priced.tax, priced.total) == (4_500_000_000, 675_000_000, 5_175_000_000)
+
+
+def test_a_line_over_the_bound_is_amount_too_large():
+    # the price itself is allowed (10**15), two of it are not; and 15% GCT may push a line over on its own
+    for quantity, unit_amount in ((2, MAX_AMOUNT), (1, MAX_AMOUNT)):
+        with pytest.raises(Rejection) as refused:
+            _cart([LineToPrice(line_id="cli_1", sku="A", base_quantity=quantity)], {"A": TaxCategory.STANDARD},
+                  {"A": [PriceCandidate(unit_amount=unit_amount)]})
+        assert (refused.value.code, refused.value.param) == ("amount_too_large", "cart_id")
+
+
+def test_lines_within_the_bound_whose_sum_is_not_are_amount_too_large():
+    half = MAX_AMOUNT // 2
+    lines = [LineToPrice(line_id="cli_1", sku="A", base_quantity=1), LineToPrice(line_id="cli_2", sku="B", base_quantity=1)]
+    candidates = {"A": [PriceCandidate(unit_amount=half)], "B": [PriceCandidate(unit_amount=half + 1)]}
+    with pytest.raises(Rejection) as refused:
+        _cart(lines, {"A": TaxCategory.ZERO_RATED, "B": TaxCategory.ZERO_RATED}, candidates)
+    assert refused.value.code == "amount_too_large"
+    exact = _cart(lines, {"A": TaxCategory.ZERO_RATED, "B": TaxCategory.ZERO_RATED},
+                  {"A": [PriceCandidate(unit_amount=half)], "B": [PriceCandidate(unit_amount=half)]})
+    assert exact.total == MAX_AMOUNT

@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from libs.contracts.base import Failure, Message
 from libs.contracts.cart import MAX_BASE_QUANTITY
+from libs.contracts.fields import accepts, explain
 from libs.contracts.topics import TopicSpec
 from libs.runtime.logs import request_id_var
 
@@ -19,6 +20,7 @@ from ..state import CALLER, CORRELATOR
 
 log = logging.getLogger("harmon.gateway.routes")
 
+B = TypeVar("B", bound=BaseModel)
 QUANTITY_FIELDS = {"quantity", "order_quantity"}
 Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_BASE_QUANTITY)]
 Version = Annotated[int, Field(strict=True, ge=1)]
@@ -41,7 +43,7 @@ def refuse(code: str, message: str, param: str) -> PydanticCustomError:
 
 def validation_error(e: ValidationError) -> ApiError:
     """The first problem pydantic found, in the catalogue's words (always with `param`)."""
-    err = e.errors(include_url=False, include_input=False)[0]
+    err = e.errors(include_url=False)[0]
     param = ".".join(str(p) for p in err["loc"]) or None
     if err["type"] == "harmon":
         ctx = err.get("ctx") or {}
@@ -52,6 +54,11 @@ def validation_error(e: ValidationError) -> ApiError:
         return invalid("parameter_missing", f"missing required parameter: {param}", param)
     if err["loc"] and err["loc"][0] in QUANTITY_FIELDS:
         return invalid("quantity_invalid", f"{param} must be a whole number from 1 to {MAX_BASE_QUANTITY:,}", param)
+    if err["type"] in ("string_pattern_mismatch", "string_unicode"):
+        # a libs.contracts.fields kind: its rule in words, or the control character, never a regex
+        rule = explain(err.get("input"), (err.get("ctx") or {}).get("pattern"))
+        if rule is not None:
+            return invalid("parameter_invalid", f"{param} {rule}", param)
     return invalid("parameter_invalid", f"{param}: {err['msg']}", param)
 
 
@@ -132,13 +139,29 @@ def expected_version(if_match: str | None, body_version: int | None) -> int | No
     return version
 
 
-def path_id(request: web.Request, name: str, prefix: str) -> str:
-    """An id from the path; one that cannot be ours is simply not found."""
+def parse_query(model: type[B], request: web.Request) -> B:
+    """Validate the query string; a parameter given twice is refused rather than one of its values picked."""
+    for name in request.query:
+        if len(request.query.getall(name)) > 1:
+            raise invalid("parameter_invalid", f"{name} is given more than once", name)
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as e:
+        raise validation_error(e) from None
+
+
+def path_value(request: web.Request, name: str, kind: Any, what: str) -> str:
+    """A value from the path; one that cannot be ours is simply not found, and no service is asked."""
     value = request.match_info[name]
-    if not re.fullmatch(rf"{prefix}_[0-9A-Za-z]{{1,64}}", value):
-        raise ApiError(404, INVALID_REQUEST, "resource_missing", f"no such {name.removesuffix('_id')}: {value[:80]}",
-                       name)
+    if not accepts(kind, value):
+        # !r: a control character in the path shows escaped, never raw, in the message
+        raise ApiError(404, INVALID_REQUEST, "resource_missing", f"no such {what}: {value[:80]!r}", name)
     return value
+
+
+def path_id(request: web.Request, name: str, kind: Any) -> str:
+    """An id we mint (`CartId`, …), from the path."""
+    return path_value(request, name, kind, name.removesuffix("_id"))
 
 
 R = TypeVar("R", bound=Message)

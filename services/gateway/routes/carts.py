@@ -4,8 +4,8 @@ from aiohttp import web
 from pydantic import model_validator
 
 from libs.contracts import topics
-from libs.contracts.base import Sku, Uom
 from libs.contracts.cart import AddLine, CartView, ChangeLine, CreateCart, GetCart, RemoveLine
+from libs.contracts.fields import CartId, CartLineId, Sku, Uom
 from libs.contracts.ids import CART, CART_LINE
 from libs.contracts.pricing import LinesPriced, LineToPrice, PriceLines
 
@@ -72,7 +72,7 @@ async def create_cart(request: web.Request) -> web.Response:
 
 @endpoint(scope="carts:write")
 async def get_cart(request: web.Request) -> web.Response:
-    cart_id = path_id(request, "cart_id", CART)
+    cart_id = path_id(request, "cart_id", CartId)
     view = await ask(request, topics.CART_COMMANDS, cart_id, GetCart(cart_id=cart_id, customer_id=_customer(request)),
                      CartView)
     return cart_response(view, request)
@@ -80,7 +80,7 @@ async def get_cart(request: web.Request) -> web.Response:
 
 @endpoint(scope="carts:write", body=AddLineBody, versioned=True, mints=CART_LINE)
 async def add_line(request: web.Request) -> web.Response:
-    cart_id = path_id(request, "cart_id", CART)
+    cart_id = path_id(request, "cart_id", CartId)
     body: AddLineBody = request[BODY]
     cmd = AddLine(cart_id=cart_id, customer_id=_customer(request), line_id=request[MINTED_ID], sku=body.sku,
                   quantity=body.quantity, order_uom=body.order_uom, order_quantity=body.order_quantity,
@@ -90,8 +90,8 @@ async def add_line(request: web.Request) -> web.Response:
 
 @endpoint(scope="carts:write", body=ChangeLineBody, versioned=True)
 async def change_line(request: web.Request) -> web.Response:
-    cart_id = path_id(request, "cart_id", CART)
-    line_id = path_id(request, "line_id", CART_LINE)
+    cart_id = path_id(request, "cart_id", CartId)
+    line_id = path_id(request, "line_id", CartLineId)
     body: ChangeLineBody = request[BODY]
     cmd = ChangeLine(cart_id=cart_id, customer_id=_customer(request), line_id=line_id, quantity=body.quantity,
                      order_quantity=body.order_quantity, expected_version=request.get(EXPECTED_VERSION))
@@ -100,8 +100,8 @@ async def change_line(request: web.Request) -> web.Response:
 
 @endpoint(scope="carts:write", versioned=True)
 async def remove_line(request: web.Request) -> web.Response:
-    cart_id = path_id(request, "cart_id", CART)
-    line_id = path_id(request, "line_id", CART_LINE)
+    cart_id = path_id(request, "cart_id", CartId)
+    line_id = path_id(request, "line_id", CartLineId)
     cmd = RemoveLine(cart_id=cart_id, customer_id=_customer(request), line_id=line_id,
                      expected_version=request.get(EXPECTED_VERSION))
     return cart_response(await ask(request, topics.CART_COMMANDS, cart_id, cmd, CartView), request)
@@ -109,7 +109,7 @@ async def remove_line(request: web.Request) -> web.Response:
 
 @endpoint(scope="carts:write", body=NoBody)
 async def price_cart(request: web.Request) -> web.Response:
-    cart_id = path_id(request, "cart_id", CART)
+    cart_id = path_id(request, "cart_id", CartId)
     customer_id = _customer(request)
     view = await ask(request, topics.CART_COMMANDS, cart_id, GetCart(cart_id=cart_id, customer_id=customer_id),
                      CartView)

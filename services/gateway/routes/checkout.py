@@ -6,6 +6,7 @@ from aiohttp import web
 from pydantic import Field
 
 from libs.contracts import topics
+from libs.contracts.fields import CartId, Notes, PoNumber
 from libs.contracts.orders import OrderView, OverCreditLimit, PlaceOrder
 
 from .. import objects
@@ -16,9 +17,9 @@ from . import Body, ask
 
 
 class CheckoutBody(Body):
-    cart_id: str = Field(pattern=r"^cart_[0-9A-Za-z]{1,64}$")
-    notes: str | None = Field(None, max_length=2000)
-    po_number: str | None = Field(None, max_length=100)
+    cart_id: CartId
+    notes: Notes | None = None
+    po_number: PoNumber | None = None
     # orders made here are always ECOMMERCE; a client's channel is accepted and ignored, never used
     channel: Any = Field(None, exclude=True)
 

@@ -1,20 +1,20 @@
 """GET /v1/products[/{sku}]: the catalog; with a shopper token, that customer's contract prices."""
 
 from aiohttp import web
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from libs.contracts import topics
+from libs.contracts.fields import Sku
 from libs.contracts.pricing import GetProduct, ListProducts, ProductList, ProductView
 
 from .. import objects
-from ..errors import INVALID_REQUEST, ApiError
 from ..state import ANY_KEY, CALLER, SHOPPER, endpoint
-from . import Body, ask, validation_error
+from . import Body, ask, parse_query, path_value
 
 
 class ListQuery(Body):
     limit: int = Field(20, ge=1, le=100)
-    starting_after: str | None = Field(None, min_length=1, max_length=64)
+    starting_after: Sku | None = Field(None, description="the last SKU of the page before")
 
 
 def _customer(request: web.Request) -> str | None:
@@ -24,10 +24,7 @@ def _customer(request: web.Request) -> str | None:
 
 @endpoint(scope="catalog:read", keys=ANY_KEY, shopper="optional", query=ListQuery)
 async def list_products(request: web.Request) -> web.Response:
-    try:
-        query = ListQuery.model_validate(dict(request.query))
-    except ValidationError as e:
-        raise validation_error(e) from None
+    query = parse_query(ListQuery, request)
     caller = request[CALLER]
     reply = await ask(request, topics.PRICING_COMMANDS, caller.tenant_id,
                       ListProducts(customer_id=_customer(request), limit=query.limit,
@@ -38,9 +35,7 @@ async def list_products(request: web.Request) -> web.Response:
 
 @endpoint(scope="catalog:read", keys=ANY_KEY, shopper="optional")
 async def get_product(request: web.Request) -> web.Response:
-    sku = request.match_info["sku"]
-    if not 1 <= len(sku) <= 64:
-        raise ApiError(404, INVALID_REQUEST, "resource_missing", "no such product", "sku")
+    sku = path_value(request, "sku", Sku, "product")
     reply = await ask(request, topics.PRICING_COMMANDS, sku, GetProduct(sku=sku, customer_id=_customer(request)),
                       ProductView)
     return web.json_response(objects.product(reply, request[CALLER].livemode))

@@ -1,7 +1,8 @@
 """POST /v1/shopper_tokens: a storefront backend signs a customer in."""
 
 from aiohttp import web
-from pydantic import Field
+
+from libs.contracts.fields import CustomerId
 
 from ..customers import is_active_customer
 from ..errors import INVALID_REQUEST, ApiError
@@ -11,7 +12,7 @@ from . import Body
 
 
 class ShopperTokenBody(Body):
-    customer_id: str = Field(min_length=1, max_length=64)
+    customer_id: CustomerId
 
 
 # Minting changes nothing, so a retry may mint again; storing the answer would keep a live token at rest.

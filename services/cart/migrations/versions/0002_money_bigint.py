@@ -1,0 +1,31 @@
+"""money and quantities as BIGINT: a line's quantities multiply into its amount
+
+Revision ID: 0002_money_bigint
+Revises: 0001
+Create Date: 2026-12-01 10:00:00
+"""
+from alembic import op
+
+
+revision = '0002_money_bigint'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+COLUMNS = {
+    "cart_lines": ("order_quantity", "factor", "base_quantity"),
+}
+
+
+def _retype(sql_type: str) -> None:
+    # one ALTER TABLE per table: PostgreSQL rewrites the table once, not once per column
+    for table, columns in COLUMNS.items():
+        op.execute(f"ALTER TABLE {table} " + ", ".join(f"ALTER COLUMN {c} TYPE {sql_type}" for c in columns))
+
+
+def upgrade() -> None:
+    _retype("BIGINT")
+
+
+def downgrade() -> None:
+    _retype("INTEGER")  # fails, as it should, while a stored value is above 2**31 - 1
