@@ -23,6 +23,6 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # FastStream and aiokafka log every message at INFO: off the hot path
-    for noisy in ("faststream", "aiokafka", "aiokafka.consumer.group_coordinator"):
+    # aiokafka logs every reconnect and rebalance step at INFO: the runtime logs what matters once
+    for noisy in ("aiokafka", "aiokafka.consumer.group_coordinator"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -50,6 +50,13 @@ def upstream_timeout() -> ApiError:
                     "a service did not answer in time; retrying with the same Idempotency-Key is safe")
 
 
+def service_unavailable(what: str, retry_after_s: int = 2) -> ApiError:
+    """A dependency (the broker, PostgreSQL) is unreachable now: retry shortly, nothing was done."""
+    return ApiError(503, API_ERROR, "service_unavailable",
+                    f"{what} is unavailable right now; retrying with the same Idempotency-Key is safe",
+                    headers={"Retry-After": str(retry_after_s)})
+
+
 # A service's Failure.code → (HTTP status, error type). Codes outside it are a bug: 500, message withheld.
 CATALOGUE: dict[str, tuple[int, str]] = {
     "resource_missing": (404, INVALID_REQUEST),
@@ -63,6 +70,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "parameter_missing": (400, INVALID_REQUEST),
     "parameter_unknown": (400, INVALID_REQUEST),
     "upstream_timeout": (504, API_ERROR),
+    "internal_error": (500, API_ERROR),  # a service refused a message that fails every time (dead-lettered)
 }
 
 

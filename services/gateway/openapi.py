@@ -78,6 +78,8 @@ ERRORS: dict[str, tuple[int, str, str | None, str]] = {
                                "send the body as JSON with 'Content-Type: application/json'"),
     "rate_limited": (429, RATE_LIMIT, None, "too many requests with this API key; retry after 1 s"),
     "internal_error": (500, API_ERROR, None, "something went wrong on our side; it has been logged"),
+    "service_unavailable": (503, API_ERROR, None, "the message broker is unavailable right now; retrying with "
+                                                  "the same Idempotency-Key is safe"),
     "upstream_timeout": (504, API_ERROR, None, "a service did not answer in time; retrying with the same "
                                                "Idempotency-Key is safe"),
 }
@@ -285,7 +287,7 @@ def endpoint_errors(method: str, path_params: list[str], endpoint: Endpoint, op:
         codes.append("cart_version_conflict")
     codes += op.errors
     if op.asks:
-        codes.append("upstream_timeout")
+        codes += ["service_unavailable", "upstream_timeout"]
     codes.append("internal_error")
     found += [c if isinstance(c, ApiError) else catalogue_error(c) for c in codes]
     unique: dict[tuple[str, str | None], ApiError] = {}
