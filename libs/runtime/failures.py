@@ -45,8 +45,9 @@ class BrokerUnavailable(DependencyDown):
 
 # SQLSTATEs of a message that lost a race: retrying sees the state the winner left.
 _RACES = {"40001", "40P01", "55P03", "23505", "57014"}
-# SQLSTATEs of a server that is going away or refuses connections for now.
-_SERVER_GONE = {"57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004"}
+# SQLSTATE classes of a server we cannot use for now: connection exceptions, a login refused,
+# insufficient resources, an operator intervention (shutting down, starting up).
+_SERVER_GONE = {"08", "28", "53", "57"}
 
 
 def sqlstate(e: BaseException) -> str | None:
@@ -64,10 +65,10 @@ def classify(e: BaseException) -> FailureClass:
     if isinstance(e, PermanentFailure | ValidationError):
         return FailureClass.PERMANENT
     code = sqlstate(e)
-    if code in _SERVER_GONE:
-        return FailureClass.DOWN
     if code in _RACES:
         return FailureClass.TRANSIENT
+    if code is not None and code[:2] in _SERVER_GONE:
+        return FailureClass.DOWN
     if isinstance(e, DBAPIError) and e.connection_invalidated:
         return FailureClass.DOWN
     if isinstance(e, InterfaceError | OperationalError | OSError | ConnectionError | asyncio.TimeoutError):

@@ -211,7 +211,7 @@ class Dispatcher:
             async with self.parking.lock(rec):
                 if self.parking.blocked(rec):  # the relay may have freed the key meanwhile
                     await self.parking.park(rec, env.tenant_id, env.livemode, env.message_id, env.type,
-                                            "behind a parked message of the same key", 0)
+                                            "behind a parked message of the same key", failed=False)
                     self.ctx.metrics.parked_total.labels(topic=rec.topic).inc()
                     return
         outcome, error, attempts = await self.attempt(rec.topic, env, handler, self.ctx.settings.quick_retries)
@@ -224,7 +224,7 @@ class Dispatcher:
             return
         async with self.parking.lock(rec):
             await self.parking.park(rec, env.tenant_id, env.livemode, env.message_id, env.type,
-                                    f"{type(error).__name__}: {error}", attempts)
+                                    f"{type(error).__name__}: {error} (after {attempts} attempts)", failed=True)
         self.ctx.metrics.parked_total.labels(topic=rec.topic).inc()
 
     # -- the parking relay's entry point ------------------------------------------------------------

@@ -95,23 +95,27 @@ class Parking:
         await self._report()
 
     async def park(self, rec: Record, env_tenant: str, env_mode: bool, message_id: str, message_type: str,
-                   error: str, attempts: int) -> None:
-        """Keep `rec` for a later retry (call with `lock(rec)` held); a redelivered record is parked once."""
+                   error: str, *, failed: bool) -> None:
+        """Keep `rec` for a later retry (call with `lock(rec)` held); a redelivered record is parked once.
+
+        `failed`: it failed (its first retry waits a backoff); else it only waits behind its key.
+        `attempts` counts the relay's retries, up to `HARMON_MAX_ATTEMPTS`.
+        """
         t = self._t
         now = datetime.now(UTC)
-        delay = backoff_s(attempts) if attempts else 0.0
+        delay = backoff_s(1) if failed else 0.0
         async with self._engine.begin() as conn:
             await conn.execute(
                 pg_insert(t).values(
                     tenant_id=env_tenant, livemode=env_mode, topic=rec.topic, partition=rec.partition,
                     offset=rec.offset, key=rec.text_key, value=rec.value, message_id=message_id,
-                    message_type=message_type, attempts=attempts, last_error=error[:1000],
+                    message_type=message_type, attempts=0, last_error=error[:1000],
                     next_attempt_at=now + timedelta(seconds=delay),
                 ).on_conflict_do_nothing(constraint="parked_record")
             )
         self._blocked[(rec.topic, rec.text_key)] = rec.partition
-        log.warning("%s[%d]@%d (%s, key %s) parked after %d attempt(s): %s", rec.topic, rec.partition, rec.offset,
-                    message_type, rec.text_key, attempts, error[:200])
+        log.warning("%s[%d]@%d (%s, key %s) parked: %s", rec.topic, rec.partition, rec.offset,
+                    message_type, rec.text_key, error[:200])
         self._wake.set()
         await self._report()
 
@@ -153,12 +157,10 @@ class Parking:
         if not held:
             return 0
         async with self._engine.connect() as conn:
-            heads = (await conn.execute(
-                sa.select(t.c.id, t.c.topic, t.c.key, t.c.next_attempt_at)
-                .where(_in_partitions(t, held))
-                .order_by(t.c.topic, t.c.key, t.c.id)
-                .distinct(t.c.topic, t.c.key)
+            rows = (await conn.execute(
+                sa.select(t.c.topic, t.c.key, t.c.next_attempt_at).where(_in_partitions(t, held)).order_by(t.c.id)
             )).all()
+        heads = list({(r.topic, r.key): r for r in reversed(rows)}.values())  # the oldest row of each key
         now = datetime.now(UTC)
         done = 0
         for head in heads:
