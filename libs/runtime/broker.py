@@ -28,6 +28,28 @@ from .settings import ServiceSettings
 log = logging.getLogger("harmon.broker")
 
 
+async def bounded(awaitable, timeout_s: float, what: str) -> bool:
+    """Await `awaitable` for at most `timeout_s`; past that, leave it cancelled behind and go on.
+
+    Closing a client of a broker that is gone can wait on requests that never end, and a plain
+    `wait_for` would then wait for the cancellation too; recovery must not hang on it.
+    """
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no "never retrieved" noise
+        log.info("%s did not finish within %.0f s; left behind", what, timeout_s)
+        return False
+    if task.cancelled():  # (task.exception() would raise CancelledError into the caller)
+        log.info("%s was cancelled", what)
+        return False
+    if task.exception() is not None:
+        log.info("%s failed: %r", what, task.exception())
+        return False
+    return True
+
+
 class LinkListener(Protocol):
     async def on_broker_lost(self) -> None: ...
     async def on_broker_back(self) -> None: ...
@@ -165,13 +187,10 @@ class BrokerLink:
         producer, self._producer = self._producer, None
         if producer is None:
             return
-        try:
-            if flush:
-                await asyncio.wait_for(producer.flush(), 5.0)
-            await asyncio.wait_for(producer.stop(), 5.0)
-        except (asyncio.TimeoutError, KafkaError, OSError) as e:
-            # a lost broker: what it held unacknowledged is still in the outbox (unsent rows)
-            log.info("%s: producer closed without flushing (%r)", self.client_id, e)
+        # a lost broker: what the producer held unacknowledged is still in the outbox (unsent rows)
+        if flush:
+            await bounded(producer.flush(), 5.0, f"{self.client_id}: producer flush")
+        await bounded(producer.stop(), 5.0 if flush else 1.0, f"{self.client_id}: producer close")
 
     def _set_up(self) -> None:
         self.state = "up"
@@ -182,11 +201,15 @@ class BrokerLink:
     async def _probe_once(self) -> str:
         """"ok", "empty" (reachable, but one of our topics is gone) or "unreachable"."""
         assert self._probe is not None
-        try:
-            metadata = await asyncio.wait_for(self._probe.fetch_all_metadata(), 3.0)
-        except (KafkaError, OSError, asyncio.TimeoutError):
+        task = asyncio.ensure_future(self._probe.fetch_all_metadata())
+        done, _ = await asyncio.wait({task}, timeout=3.0)
+        if not done:
+            task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
             return "unreachable"
-        present = metadata.topics()
+        if task.cancelled() or task.exception() is not None:
+            return "unreachable"
+        present = task.result().topics()
         wanted = set(self.topics) | set(self.extra_topics)
         return "ok" if wanted <= present else "empty"
 
@@ -207,7 +230,11 @@ class BrokerLink:
                 elif self.state == "lost":
                     await self._try_recover()
             except asyncio.CancelledError:
-                raise
+                current = asyncio.current_task()
+                if self.state == "stopped" or (current is not None and current.cancelling()):
+                    raise  # we are being stopped
+                # an awaited step (a client's close) was cancelled under us: not a reason to stop watching
+                log.warning("%s: a step of the broker watch was cancelled; watching on", self.client_id)
             except Exception:  # the watcher must outlive any one failure
                 log.exception("%s: broker watch failed; trying again", self.client_id)
                 await asyncio.sleep(1.0)
@@ -231,6 +258,7 @@ class BrokerLink:
         if status == "unreachable":
             return
         empty = self._empty_seen or status == "empty"
+        log.info("%s: the broker answers again; recreating missing topics and the producer", self.client_id)
         try:
             await self._connect()
         except (KafkaError, OSError) as e:

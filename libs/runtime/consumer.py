@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from .broker import BrokerLink
+from .broker import BrokerLink, bounded
 from .failures import DependencyDown
 from .kafka import GapGuard, OffsetCommitter
 
@@ -134,11 +134,10 @@ class Consumer:
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            try:  # the batch in flight finishes (its records are committed or sought back)
-                await asyncio.wait_for(asyncio.shield(task), 10.0 if commit else 3.0)
-            except (asyncio.TimeoutError, Exception):
+            # the batch in flight finishes (its records are committed or sought back)
+            await bounded(asyncio.shield(task), 10.0 if commit else 3.0, f"{self.name}: batch in flight")
+            if not task.done():
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
         committer, self._committer = self._committer, None
         if committer is not None:
             if commit:
@@ -147,10 +146,7 @@ class Consumer:
                 committer.drop()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            try:
-                await asyncio.wait_for(consumer.stop(), 5.0 if commit else 2.0)
-            except (asyncio.TimeoutError, KafkaError, OSError) as e:
-                log.info("%s: consumer closed uncleanly (%r)", self.name, e)
+            await bounded(consumer.stop(), 5.0 if commit else 1.0, f"{self.name}: consumer close")
         self._next.clear()
 
     async def on_broker_lost(self) -> None:

@@ -31,15 +31,20 @@ RECOVERY_S = 15.0
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def chaos_stack() -> AsyncIterator[Stack]:
+async def chaos_stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
     data_dir = fresh_data_dir("harmon-chaos-")
-    stack = Stack(data_dir, fsync=False, extra_env=TEST_ENV, database_url="", supervise=True)
+    # fsync on: the suite's other stacks trade crash durability for speed (synchronous_commit=off loses the
+    # last commits on a kill -9), and this one kills PostgreSQL
+    stack = Stack(data_dir, fsync=True, extra_env=TEST_ENV, database_url="", supervise=True)
     try:
         await stack.start()
         yield stack
     finally:
         await stack.stop()
-        discard_data_dir(data_dir)
+        if request.session.testsfailed:
+            print(f"\nchaos stack data dir kept for the failures above: {stack.logs_dir}")
+        else:
+            discard_data_dir(data_dir)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
