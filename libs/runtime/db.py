@@ -18,7 +18,7 @@ def async_url(dsn: str) -> str:
 
 def make_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
     # No pre-ping (a round trip per transaction): a connection that died is invalidated on first
-    # use and the handler is retried as a transient failure (see messaging.is_transient).
+    # use; the message is handled again once the database answers (libs/runtime/failures.py: DOWN).
     return create_async_engine(async_url(dsn), pool_size=pool_size, max_overflow=pool_size)
 
 
@@ -40,6 +40,7 @@ def make_lookup_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
 class RuntimeTables:
     outbox: sa.Table
     inbox: sa.Table
+    parked: sa.Table
 
 
 def runtime_tables(metadata: sa.MetaData) -> RuntimeTables:
@@ -67,4 +68,27 @@ def runtime_tables(metadata: sa.MetaData) -> RuntimeTables:
         sa.Column("message_type", sa.Text, nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )
-    return RuntimeTables(outbox=outbox, inbox=inbox)
+    # Messages that failed transiently past their quick retries, kept in key order until they succeed or
+    # are dead-lettered (libs/runtime/parking.py). The runtime reads them by partition through a
+    # connection, like the outbox relay; the tenant columns say whose they are.
+    parked = sa.Table(
+        "parked",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("tenant_id", sa.Text, nullable=False),
+        sa.Column("livemode", sa.Boolean, nullable=False),
+        sa.Column("topic", sa.Text, nullable=False),
+        sa.Column("partition", sa.Integer, nullable=False),
+        sa.Column("offset", sa.BigInteger, nullable=False),
+        sa.Column("key", sa.Text, nullable=True),
+        sa.Column("value", sa.LargeBinary, nullable=False),
+        sa.Column("message_id", sa.Text, nullable=False),
+        sa.Column("message_type", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("last_error", sa.Text, nullable=False),
+        sa.Column("parked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("topic", "partition", "offset", name="parked_record"),
+        sa.Index("parked_key", "topic", "key", "id"),
+    )
+    return RuntimeTables(outbox=outbox, inbox=inbox, parked=parked)

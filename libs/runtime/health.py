@@ -1,4 +1,5 @@
-"""/healthz (alive), /readyz (database reachable, migrations current, partitions assigned), /metrics."""
+"""/healthz (alive), /readyz (database reachable, migrations current, broker usable, partitions assigned and
+consumption not paused; with `quiet` for the embedded broker's supervised restart), /metrics."""
 
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,21 +24,33 @@ def readiness_checks(ctx: ServiceContext, head: str | None) -> Callable[[], Awai
             result["migrations"] = "current" if current == head else f"at {current}, head is {head}"
         except Exception as e:  # readiness reports, it does not raise
             result["database"] = f"unreachable: {type(e).__name__}"
-        # every subscription must hold partitions: they join one after another
-        per_subscriber = [
-            len(consumer.assignment()) if (consumer := getattr(sub, "consumer", None)) is not None else 0
-            for sub in ctx.subscribers
-        ]
-        result["partitions_assigned"] = sum(per_subscriber)
+        result["broker"] = "ok" if ctx.link.up else f"{ctx.link.state}: {ctx.link.lost_reason or 'starting'}"
+        # every consumer must hold partitions and be consuming
+        per_consumer = [len(c.assignment()) for c in ctx.consumers]
+        result["partitions_assigned"] = sum(per_consumer)
+        paused = [c.paused_reason for c in ctx.consumers if c.paused_reason is not None]
+        if paused:
+            result["consumption"] = f"paused: {paused[0]}"
         result["ready"] = (
             result.get("database") == "ok"
             and result.get("migrations") == "current"
-            and bool(per_subscriber) and all(per_subscriber)
+            and ctx.link.up
+            and bool(per_consumer) and all(per_consumer) and not paused
             and not ctx.extras.get("draining", False)
         )
+        result["quiet"] = result["ready"] and await is_quiet(ctx)
         return result
 
     return check
+
+
+async def is_quiet(ctx: ServiceContext) -> bool:
+    """Nothing in flight: outbox drained, nothing parked, every consumer idle at its high-watermark."""
+    if any(not c.quiet for c in ctx.consumers):
+        return False
+    if ctx.parking is not None and ctx.parking.count_blocked:
+        return False
+    return await ctx.outbox.unsent() == 0
 
 
 class HealthServer:
@@ -71,4 +84,5 @@ class HealthServer:
         return web.json_response(result, status=200 if result["ready"] else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
+        self._ctx.metrics.broker_up.set(1 if self._ctx.link.up else 0)
         return web.Response(body=self._ctx.metrics.render(), content_type="text/plain")

@@ -1,4 +1,5 @@
-"""Broker factory, subscriber options per mode, and explicit topic creation (auto-created topics get one partition)."""
+"""The embedded broker's skip guard, the offset committer, and explicit topic creation (the broker would
+auto-create a topic with its own partition count)."""
 
 import asyncio
 import logging
@@ -9,8 +10,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError,
 )
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
 
 from libs.contracts import topics
 
@@ -21,42 +20,6 @@ log = logging.getLogger("harmon.kafka")
 
 class TopicMismatch(RuntimeError):
     """A topic exists with a partition count other than the one configured."""
-
-
-def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
-    # apply_types=False: handlers take the decoded message and nothing is injected. With FastDepends,
-    # asking for the Kafka message (a context field) ran a worker-thread hop for every message.
-    return KafkaBroker(
-        settings.kafka_bootstrap,
-        client_id=client_id,
-        apply_types=False,
-        acks=settings.kafka_timings.acks,
-        graceful_timeout=10.0,
-        log_level=logging.DEBUG,
-        logger=logging.getLogger(f"harmon.{client_id}.faststream"),
-    )
-
-
-def subscriber_options(settings: ServiceSettings, group_id: str | None) -> dict:
-    """Offsets committed by the caller after the handler (`OffsetCommitter`); a new group starts at the
-    earliest offset (FastStream's defaults do neither)."""
-    t = settings.kafka_timings
-    opts: dict = dict(
-        fetch_max_wait_ms=t.fetch_max_wait_ms,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-    )
-    if group_id is None:
-        # No group, no offsets to commit: AckPolicy.ACK would call commit() and log IllegalOperation per message.
-        opts.update(auto_offset_reset="latest", ack_policy=AckPolicy.ACK_FIRST)
-    else:
-        opts.update(
-            group_id=group_id,
-            auto_offset_reset="earliest",
-            session_timeout_ms=t.session_timeout_ms,
-            heartbeat_interval_ms=t.heartbeat_interval_ms,
-        )
-    return opts
 
 
 class GapGuard:
@@ -105,8 +68,10 @@ class OffsetCommitter:
     while a commit is in flight) only means the message is delivered again, and the inbox drops it.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, on_error: Callable[[BaseException], None] | None = None):
         self._name = name
+        self._on_error = on_error  # told of a failed commit: the broker link probes at once
+        self._failures = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[TopicPartition, int] = {}
         self._wake = asyncio.Event()
@@ -144,10 +109,22 @@ class OffsetCommitter:
             self._wake.clear()
             try:
                 await self._commit_pending()
-            except KafkaError:
-                log.warning("%s: offset commit failed; retrying", self._name, exc_info=True)
+                self._failures = 0
+            except KafkaError as e:
+                self._failures += 1
+                if self._failures == 1:  # once per run of failures, not ten times a second
+                    log.warning("%s: offset commit failed (%r); retrying", self._name, e)
+                if self._on_error is not None:
+                    self._on_error(e)
                 self._wake.set()
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(min(0.5 * self._failures, 5.0))
+
+    def drop(self) -> None:
+        """Forget pending offsets without committing them (the broker they belong to was lost)."""
+        self._stopped = True
+        self._pending = {}
+        if self._task is not None:
+            self._task.cancel()
 
     async def stop(self) -> None:
         """Commit what is pending, then stop; call before the consumer closes."""
@@ -162,9 +139,14 @@ class OffsetCommitter:
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, *, timeout_s: float = 30.0
+    bootstrap: str, names: Iterable[str], partitions: int, *, timeout_s: float = 30.0, tolerate_mismatch: bool = False
 ) -> None:
-    """Create each topic with `partitions` partitions; fail loudly if one exists with another count."""
+    """Create each topic with `partitions` partitions; fail loudly if one exists with another count.
+
+    `tolerate_mismatch` (the embedded broker, after it restarted empty): a topic the broker auto-created
+    with its own count before we could create it is used as it is, with a warning. Keys still map to
+    one partition each, so order holds; only the partition count differs from the setting.
+    """
     names = list(dict.fromkeys(names))
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
@@ -192,6 +174,10 @@ async def ensure_topics(
         for topic in described:
             count = len(topic.get("partitions") or [])
             if topic.get("error_code", 0) == 0 and count != partitions:
+                if tolerate_mismatch:
+                    log.warning("topic %s has %d partitions, configured %d (auto-created by the broker); used as it is",
+                                topic["topic"], count, partitions)
+                    continue
                 raise TopicMismatch(
                     f"topic {topic['topic']} has {count} partitions, configured {partitions}; "
                     "recreate it or set HARMON_PARTITIONS to match"
@@ -201,4 +187,5 @@ async def ensure_topics(
 
 
 async def ensure_all_topics(settings: ServiceSettings) -> None:
-    await ensure_topics(settings.kafka_bootstrap, topics.all_topic_names(), settings.partitions)
+    await ensure_topics(settings.kafka_bootstrap, topics.all_topic_names(), settings.partitions,
+                        tolerate_mismatch=settings.broker_mode == "embedded")

@@ -62,6 +62,7 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # FastStream and aiokafka log every message at INFO: off the hot path
-    for noisy in ("faststream", "aiokafka", "aiokafka.consumer.group_coordinator"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # aiokafka logs every reconnect attempt of a lost broker as an ERROR, several a millisecond; the
+    # broker link (libs/runtime/broker.py) logs each change of the broker's state once instead
+    for noisy in ("aiokafka", "aiokafka.consumer.group_coordinator"):
+        logging.getLogger(noisy).setLevel(max(logging.CRITICAL, root.level))

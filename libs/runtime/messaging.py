@@ -1,53 +1,52 @@
-"""How a service consumes and emits: the unit of work (state + outbox + inbox in one transaction) and the subscriber wrapper (retries, dead letters)."""
+"""How a service consumes and emits: the unit of work (state + outbox + inbox in one transaction) and the
+dispatcher that runs each record's handler and gives each failure class its one behaviour
+(libs/runtime/failures.py): answered and dead-lettered, parked, or consumption paused."""
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka.errors import KafkaError
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+import sqlalchemy as sa
+from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from libs.contracts.base import Message, Rejection
+from libs.contracts.base import Failure, Message, Rejection
 from libs.contracts.envelope import Envelope
 from libs.contracts.topics import TopicSpec
 
+from .broker import BrokerLink
+from .consumer import Consumer
 from .db import RuntimeTables
-from .kafka import GapGuard, OffsetCommitter, subscriber_options
+from .failures import BrokerUnavailable, DependencyDown, FailureClass, classify, failure_code
+from .kafka import GapGuard
 from .logs import request_id_var
 from .metrics import Metrics
 from .outbox import Outbox, OutgoingMessage
+from .parking import Parking, Record
 from .scoping import bind, unscoped_session
 from .settings import ServiceSettings
 
 log = logging.getLogger("harmon.messaging")
 
-# A dependency that is down: keep the message (and the partition's order) and try again, without limit.
-TRANSIENT = (OSError, ConnectionError, asyncio.TimeoutError, InterfaceError, OperationalError, KafkaError)
-
-
-def is_transient(e: BaseException) -> bool:
-    """A dependency that is down, or a pooled connection found dead (invalidated on use)."""
-    return isinstance(e, TRANSIENT) or (isinstance(e, DBAPIError) and e.connection_invalidated)
+QUICK_RETRY_DELAYS_S = (0.05, 0.15, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4)  # the first three: within 1 s
 
 
 @dataclass
 class ServiceContext:
     name: str
     settings: ServiceSettings
-    broker: KafkaBroker
+    link: BrokerLink
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     tables: RuntimeTables
     outbox: Outbox
     metrics: Metrics
-    subscribers: list = field(default_factory=list)
+    consumers: list[Consumer] = field(default_factory=list)
     routes: dict[str, dict[str, "Handler"]] = field(default_factory=dict)  # topic → message type → handler
     extras: dict = field(default_factory=dict)
+    parking: Parking | None = None
 
     def uow(self, incoming: Envelope | None = None, *, unscoped: str | None = None) -> "UnitOfWork":
         """A unit of work scoped to `incoming`'s tenant and mode; `unscoped="why"` for cross-tenant work."""
@@ -59,8 +58,7 @@ class ServiceContext:
             log.warning("%s has no reply_to; reply %s dropped", incoming.type, payload.type)
             return
         env = derive(incoming, payload, correlation_id=incoming.correlation_id)
-        ack = await self.broker.publish(env.to_bytes(), topic=incoming.reply_to, key=_key(incoming.correlation_id),
-                                        no_confirm=True)
+        ack = await self.link.publish(incoming.reply_to, incoming.correlation_id, env.to_bytes())
         # not awaited: a reply the broker loses leaves the caller to time out (504) and retry
         ack.add_done_callback(_log_unconfirmed_reply)
 
@@ -68,10 +66,6 @@ class ServiceContext:
 def _log_unconfirmed_reply(ack: asyncio.Future) -> None:
     if not ack.cancelled() and ack.exception() is not None:
         log.warning("a reply was not confirmed by the broker: %r", ack.exception())
-
-
-def _key(key: str | None) -> bytes | None:
-    return key.encode() if key else None
 
 
 def derive(incoming: Envelope | None, payload: Message, **fields) -> Envelope:
@@ -184,25 +178,11 @@ async def answer_command(ctx: ServiceContext, env: Envelope, decide: Callable[[U
 Handler = Callable[[Message, Envelope, ServiceContext], Awaitable[None]]
 
 
-async def whole_message(msg: KafkaMessage) -> KafkaMessage:
-    """Decoder that hands a subscriber the whole message (topic, offset, consumer), not a decoded body;
-    the envelope is validated once, by pydantic, from the raw bytes."""
-    return msg
-
-
 def gap_guard(ctx: ServiceContext, name: str) -> GapGuard | None:
     """The embedded broker's skip guard for one consumer, counted on /metrics; None on real Kafka."""
     if ctx.settings.broker_mode != "embedded":
         return None
     return GapGuard(name, lambda topic: ctx.metrics.skips_reread.labels(topic=topic).inc())
-
-
-async def stop_consuming(ctx: ServiceContext) -> None:
-    """Commit the offsets of handled messages, then stop the broker (it waits for handlers in flight)."""
-    committer = ctx.extras.get("committer")
-    if committer is not None:
-        await committer.stop()
-    await ctx.broker.stop()
 
 
 def subscribe(ctx: ServiceContext, topic: TopicSpec | str, handlers: dict[type[Message], Handler]) -> None:
@@ -211,60 +191,77 @@ def subscribe(ctx: ServiceContext, topic: TopicSpec | str, handlers: dict[type[M
     ctx.routes.setdefault(name, {}).update({cls.model_fields["type"].default: h for cls, h in handlers.items()})
 
 
-def open_subscriptions(ctx: ServiceContext) -> None:
-    """One consumer per service instance, in the group named after the service, over every routed topic.
+class Dispatcher:
+    """Runs one record's handler and gives its failure the behaviour of its class."""
 
-    One consumer rather than one per topic: the embedded broker does not wake a waiting fetch when
-    a message arrives, so every consumer polls every `fetch_max_wait_ms`, and that polling, not the
-    messages, was most of the CPU of an idle stack. Each message is decoded, dispatched by type,
-    retried, and dead-lettered to `<its topic>.dlt` when it cannot be handled.
-    """
-    if not ctx.routes:
-        return
+    def __init__(self, ctx: ServiceContext, parking: Parking):
+        self.ctx = ctx
+        self.parking = parking
 
-    async def dead_letter(msg: KafkaMessage, reason: str, attempts: int) -> None:
-        raw = msg.raw_message
-        dlt = f"{raw.topic}.dlt"
-        headers = {
-            "harmon-dlt-reason": reason[:1000],
-            "harmon-dlt-source-topic": raw.topic,
-            "harmon-dlt-partition": str(raw.partition),
-            "harmon-dlt-offset": str(raw.offset),
-            "harmon-dlt-attempts": str(attempts),
-            "harmon-dlt-consumer": ctx.name,
-        }
-        ctx.metrics.dead_lettered.labels(topic=raw.topic).inc()
-        log.error("dead-lettered %s[%s]@%s to %s: %s", raw.topic, raw.partition, raw.offset, dlt, reason)
-        while True:
-            try:
-                await ctx.broker.publish(msg.body, topic=dlt, key=raw.key, headers=headers)
-                return
-            except KafkaError:
-                log.warning("could not publish to %s; retrying", dlt, exc_info=True)
-                await asyncio.sleep(1.0)
+    # -- the consumer's entry point ----------------------------------------------------------------
 
-    committer = OffsetCommitter(ctx.name)
-    ctx.extras["committer"] = committer
-    guard = gap_guard(ctx, ctx.name)
-
-    async def consume(msg: KafkaMessage) -> None:
-        raw = msg.raw_message
-        if guard is not None and not guard.admit(msg.consumer, raw.topic, raw.partition, raw.offset):
+    async def on_record(self, raw: ConsumerRecord) -> None:
+        """Handled, answered and dead-lettered, or parked: returns. A dependency down: raises DependencyDown."""
+        rec = Record(raw.topic, raw.partition, raw.offset, raw.key, raw.value)
+        decoded = await self._decode(rec)
+        if decoded is None:
             return
-        await handle(msg)  # handled, retried to success, or dead-lettered: never raises but when cancelled
-        committer.processed(msg.consumer, raw.topic, raw.partition, raw.offset)
+        env, handler = decoded
+        if self.parking.blocked(rec):
+            async with self.parking.lock(rec):
+                if self.parking.blocked(rec):  # the relay may have freed the key meanwhile
+                    await self.parking.park(rec, env.tenant_id, env.livemode, env.message_id, env.type,
+                                            "behind a parked message of the same key", failed=False)
+                    self.ctx.metrics.parked_total.labels(topic=rec.topic).inc()
+                    return
+        outcome, error, attempts = await self.attempt(rec.topic, env, handler, self.ctx.settings.quick_retries)
+        if outcome is None:
+            return
+        if outcome is FailureClass.DOWN:
+            raise DependencyDown(f"{type(error).__name__}: {error}")
+        if outcome is FailureClass.PERMANENT:
+            await self.refuse(rec, env, error, attempts)
+            return
+        async with self.parking.lock(rec):
+            await self.parking.park(rec, env.tenant_id, env.livemode, env.message_id, env.type,
+                                    f"{type(error).__name__}: {error} (after {attempts} attempts)", failed=True)
+        self.ctx.metrics.parked_total.labels(topic=rec.topic).inc()
 
-    async def handle(msg: KafkaMessage) -> None:
-        name = msg.raw_message.topic
+    # -- the parking relay's entry point ------------------------------------------------------------
+
+    async def retry_parked(self, rec: Record, attempts: int) -> tuple[str, str]:
+        decoded = await self._decode(rec)
+        if decoded is None:  # dead-lettered by _decode
+            return "done", ""
+        env, handler = decoded
+        outcome, error, _ = await self.attempt(rec.topic, env, handler, 0)
+        if outcome is None:
+            return "done", ""
+        if outcome is FailureClass.DOWN:
+            return "down", repr(error)
+        if outcome is FailureClass.PERMANENT:
+            await self.refuse(rec, env, error, attempts)
+            return "done", ""
+        return "again", f"{type(error).__name__}: {error}"
+
+    # -- the pieces ---------------------------------------------------------------------------------
+
+    async def _decode(self, rec: Record) -> tuple[Envelope, "Handler"] | None:
         try:
-            env = Envelope.from_bytes(msg.body)
+            env = Envelope.from_bytes(rec.value)
         except ValidationError as e:
-            await dead_letter(msg, f"invalid message: {e}", 1)
-            return
-        handler = ctx.routes.get(name, {}).get(env.type)
+            await self.dead_letter(rec, "invalid_message", f"invalid message: {e}", 1)
+            return None
+        handler = self.ctx.routes.get(rec.topic, {}).get(env.type)
         if handler is None:
-            await dead_letter(msg, f"{env.type} is not handled on {name} by {ctx.name}", 1)
-            return
+            await self.dead_letter(rec, "unhandled_type", f"{env.type} is not handled on {rec.topic} by {self.ctx.name}", 1)
+            return None
+        return env, handler
+
+    async def attempt(self, topic: str, env: Envelope, handler: "Handler",
+                      quick_retries: int) -> tuple[FailureClass | None, BaseException | None, int]:
+        """Run the handler, retrying a transient failure `quick_retries` times: (None, None, n) when handled."""
+        ctx = self.ctx
         token = request_id_var.set(env.request_id or "-")
         try:
             attempt = 0
@@ -273,30 +270,113 @@ def open_subscriptions(ctx: ServiceContext) -> None:
                 try:
                     with ctx.metrics.handler_seconds.labels(type=env.type).time():
                         await handler(env.payload, env, ctx)
-                    ctx.metrics.handled.labels(topic=name, type=env.type).inc()
-                    return
+                    ctx.metrics.handled.labels(topic=topic, type=env.type).inc()
+                    return None, None, attempt
                 except Duplicate:
-                    ctx.metrics.duplicates.labels(topic=name).inc()
-                    return
+                    ctx.metrics.duplicates.labels(topic=topic).inc()
+                    return None, None, attempt
                 except Exception as e:
-                    if is_transient(e):
-                        ctx.metrics.retries.labels(topic=name).inc()
-                        delay = min(0.1 * 2 ** min(attempt, 6), 5.0)
-                        log.warning("%s %s: dependency unavailable (%r); retry %d in %.1fs",
-                                    env.type, env.message_id, e, attempt, delay)
-                        await asyncio.sleep(delay)
-                        continue
-                    if attempt >= ctx.settings.max_attempts:
-                        log.exception("%s %s failed %d times", env.type, env.message_id, attempt)
-                        await dead_letter(msg, f"{type(e).__name__}: {e}", attempt)
-                        return
-                    ctx.metrics.retries.labels(topic=name).inc()
-                    delay = 0.05 * 2**attempt
-                    log.warning("%s %s failed (%r); retry %d in %.2fs", env.type, env.message_id, e, attempt, delay)
-                    await asyncio.sleep(delay)
+                    cls = classify(e)
+                    if cls is not FailureClass.TRANSIENT or attempt > quick_retries:
+                        if cls is FailureClass.DOWN:
+                            log.warning("%s %s: dependency unavailable (%s: %s)", env.type, env.message_id,
+                                        type(e).__name__, e)
+                        elif cls is FailureClass.PERMANENT:
+                            log.warning("%s %s cannot be applied (%s: %s)", env.type, env.message_id, type(e).__name__, e)
+                        return cls, e, attempt
+                    ctx.metrics.retries.labels(topic=topic).inc()
+                    log.info("%s %s lost a race (%s: %s); quick retry %d", env.type, env.message_id,
+                             type(e).__name__, e, attempt)
+                    await asyncio.sleep(QUICK_RETRY_DELAYS_S[attempt - 1])
         finally:
             request_id_var.reset(token)
 
-    sub = ctx.broker.subscriber(*ctx.routes, decoder=whole_message, **subscriber_options(ctx.settings, ctx.name))
-    sub(consume)
-    ctx.subscribers.append(sub)
+    async def refuse(self, rec: Record, env: Envelope, error: BaseException | None, attempts: int) -> None:
+        """A permanent failure: the caller gets its catalogue failure now, the message goes to the DLT."""
+        code, message, param = failure_code(error) if error is not None else ("internal_error", "failed", None)
+        if env.reply_to:
+            reply = derive(env, Failure(code=code, message=message, param=param), correlation_id=env.correlation_id)
+            try:
+                await self.ctx.link.publish(env.reply_to, env.correlation_id, reply.to_bytes())
+            except BrokerUnavailable:
+                log.warning("%s %s: the refusal could not be sent (broker unavailable)", env.type, env.message_id)
+        await self.dead_letter(rec, "permanent", f"{type(error).__name__}: {error}", attempts)
+
+    async def dead_letter(self, rec: Record, reason: str, detail: str, attempts: int) -> None:
+        """Publish the record unchanged to `<topic>.dlt`, with why in its headers; BrokerUnavailable if it cannot."""
+        dlt = f"{rec.topic}.dlt"
+        headers = {
+            "harmon-dlt-reason": detail[:1000],
+            "harmon-dlt-class": reason,  # invalid_message, unhandled_type, permanent, attempts_exhausted
+            "harmon-dlt-source-topic": rec.topic,
+            "harmon-dlt-partition": str(rec.partition),
+            "harmon-dlt-offset": str(rec.offset),
+            "harmon-dlt-attempts": str(attempts),
+            "harmon-dlt-consumer": self.ctx.name,
+        }
+        await self.ctx.link.publish_and_wait(dlt, rec.key, rec.value, headers)
+        self.ctx.metrics.dead_lettered.labels(topic=rec.topic, reason=reason).inc()
+        log.error("dead-lettered %s[%s]@%s to %s (%s): %s", rec.topic, rec.partition, rec.offset, dlt, reason, detail[:500])
+
+
+async def _database_answers(engine: AsyncEngine) -> bool:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+async def watch_dependencies(ctx: ServiceContext) -> None:
+    """Resume paused consumers once the database answers and the broker is up again."""
+    while True:
+        await asyncio.sleep(0.5)
+        paused = [c for c in ctx.consumers if c.paused_reason is not None]
+        ctx.extras["database_down"] = bool(paused) and not await _database_answers(ctx.engine)
+        if paused and ctx.link.up and not ctx.extras["database_down"]:
+            for consumer in paused:
+                consumer.resume()
+
+
+def open_subscriptions(ctx: ServiceContext) -> Consumer | None:
+    """One consumer per service instance, in the group named after the service, over every routed topic.
+
+    One consumer rather than one per topic: the embedded broker does not wake a waiting fetch when
+    a message arrives, so every consumer polls every `fetch_max_wait_ms`, and that polling, not the
+    messages, was most of the CPU of an idle stack. Call `start_subscriptions` once the link is up.
+    """
+    if not ctx.routes:
+        return None
+    m = ctx.metrics
+    parking = Parking(ctx.engine, ctx.tables.parked, max_attempts=ctx.settings.max_attempts,
+                      dead_letter=lambda rec, reason, detail, n: dispatcher.dead_letter(rec, reason, detail, n),
+                      on_change=lambda count, age: (m.parked.set(count), m.parked_oldest_seconds.set(age)))
+    dispatcher = Dispatcher(ctx, parking)
+    consumer = Consumer(ctx.link, ctx.name, list(ctx.routes), dispatcher.on_record, group_id=ctx.name,
+                        guard=lambda: gap_guard(ctx, ctx.name), on_assigned=parking.assigned,
+                        on_lag=lambda tp, lag: m.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag))
+    ctx.parking = parking
+    ctx.consumers.append(consumer)
+    ctx.extras["dispatcher"] = dispatcher
+    return consumer
+
+
+async def start_subscriptions(ctx: ServiceContext) -> None:
+    for consumer in ctx.consumers:
+        await consumer.start()
+    if ctx.parking is not None:
+        ctx.parking.start(ctx.extras["dispatcher"].retry_parked)
+    ctx.extras["dependency_watch"] = asyncio.create_task(watch_dependencies(ctx))
+
+
+async def stop_consuming(ctx: ServiceContext) -> None:
+    """Finish the batches in flight and commit their offsets, then leave the groups."""
+    watch = ctx.extras.pop("dependency_watch", None)
+    if watch is not None:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+    if ctx.parking is not None:
+        await ctx.parking.stop()
+    for consumer in ctx.consumers:
+        await consumer.stop()

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 @dataclass
@@ -14,6 +14,11 @@ class Metrics:
     dead_lettered: Counter
     skips_reread: Counter
     handler_seconds: Histogram
+    parked: Gauge
+    parked_oldest_seconds: Gauge
+    parked_total: Counter
+    consumer_lag: Gauge
+    broker_up: Gauge
 
     @classmethod
     def create(cls) -> "Metrics":
@@ -23,12 +28,23 @@ class Metrics:
             handled=Counter("harmon_messages_handled", "messages handled", ["topic", "type"], registry=r),
             retries=Counter("harmon_message_retries", "handler attempts that failed and were retried", ["topic"], registry=r),
             duplicates=Counter("harmon_messages_duplicate", "messages skipped by the inbox", ["topic"], registry=r),
-            dead_lettered=Counter("harmon_messages_dead_lettered", "messages sent to a .dlt topic", ["topic"], registry=r),
+            dead_lettered=Counter("harmon_messages_dead_lettered", "messages sent to a .dlt topic, by why: "
+                                  "invalid_message, unhandled_type, permanent, attempts_exhausted",
+                                  ["topic", "reason"], registry=r),
             skips_reread=Counter("harmon_broker_skips_reread", "offsets the embedded broker skipped and the consumer "
                                  "read again (GapGuard)", ["topic"], registry=r),
             handler_seconds=Histogram("harmon_handler_seconds", "time to handle one message, commit and publish included",
                                       ["type"], registry=r,
                                       buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0)),
+            parked=Gauge("harmon_parked_messages", "messages parked after transient failures, waiting for a retry",
+                         registry=r),
+            parked_oldest_seconds=Gauge("harmon_parked_oldest_seconds", "age of the oldest parked message", registry=r),
+            parked_total=Counter("harmon_messages_parked", "messages parked (a transient failure, or behind one)",
+                                 ["topic"], registry=r),
+            consumer_lag=Gauge("harmon_consumer_lag", "records on the broker not handled yet (fetch high-watermark "
+                               "minus the next offset)", ["topic", "partition"], registry=r),
+            broker_up=Gauge("harmon_broker_up", "1 while the broker is usable, 0 while it is lost and being recovered",
+                            registry=r),
         )
 
     def render(self) -> bytes:

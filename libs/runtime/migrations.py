@@ -37,6 +37,33 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
 
 
+def create_parked_table(op) -> None:
+    """The runtime's `parked` table (libs/runtime/db.py) as first released; each service's migration calls it.
+
+    Frozen: a later change to the table is a new migration, never an edit here.
+    """
+    op.create_table(
+        "parked",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("tenant_id", sa.Text(), nullable=False),
+        sa.Column("livemode", sa.Boolean(), nullable=False),
+        sa.Column("topic", sa.Text(), nullable=False),
+        sa.Column("partition", sa.Integer(), nullable=False),
+        sa.Column("offset", sa.BigInteger(), nullable=False),
+        sa.Column("key", sa.Text(), nullable=True),
+        sa.Column("value", sa.LargeBinary(), nullable=False),
+        sa.Column("message_id", sa.Text(), nullable=False),
+        sa.Column("message_type", sa.Text(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=False),
+        sa.Column("parked_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("topic", "partition", "offset", name="parked_record"),
+    )
+    op.create_index("parked_key", "parked", ["topic", "key", "id"], unique=False)
+
+
 def run_env(metadata: sa.MetaData) -> None:
     """The body of every service's migrations/env.py."""
 

@@ -9,10 +9,11 @@ import logging
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .broker import BrokerLink
 from .db import RuntimeTables
+from .failures import BrokerUnavailable
 
 log = logging.getLogger("harmon.outbox")
 
@@ -28,9 +29,10 @@ class OutgoingMessage:
 
 
 class Outbox:
-    def __init__(self, broker: KafkaBroker, engine: AsyncEngine, tables: RuntimeTables, *, relay_interval_s: float = 1.0,
-                 relay_grace_s: float = 2.0):
-        self._broker = broker
+    def __init__(self, link: BrokerLink, engine: AsyncEngine, tables: RuntimeTables, *, relay_interval_s: float = 1.0,
+                 relay_grace_s: float = 2.0, replay_s: float = 300.0):
+        self._link = link
+        self._replay_s = replay_s
         self._engine = engine
         self._table = tables.outbox
         self._relay_interval_s = relay_interval_s
@@ -80,9 +82,9 @@ class Outbox:
         broker never confirms is re-sent by the relay. The producer keeps each partition's order.
         """
         try:
-            acks = [await self._send(m.topic, m.key, m.value, no_confirm=True) for m in messages]
-        except Exception:
-            log.warning("publish after commit failed; the relay will resend %d message(s)", len(messages), exc_info=True)
+            acks = [await self._link.publish(m.topic, m.key, m.value) for m in messages]
+        except BrokerUnavailable as e:
+            log.warning("publish after commit failed (%s); the relay will send %d message(s)", e, len(messages))
             return
         task = asyncio.create_task(self._confirm(acks, [m.message_id for m in messages]))
         self._confirming.add(task)
@@ -91,18 +93,14 @@ class Outbox:
     async def _confirm(self, acks: list, message_ids: list[str]) -> None:
         try:
             await asyncio.gather(*acks)
-        except Exception:
-            log.warning("the broker did not confirm %d message(s); the relay will resend them", len(acks), exc_info=True)
+        except Exception as e:
+            log.warning("the broker did not confirm %d message(s) (%r); the relay will resend them", len(acks), e)
             return
         self._sent.extend(message_ids)
         self._sent_flag.set()
 
-    async def _send(self, topic: str, key: str | None, value: bytes, *, no_confirm: bool = False):
-        """Publish one row; with `no_confirm`, return the ack future instead of waiting for it."""
-        return await self._broker.publish(value, topic=topic, key=key.encode() if key else None,
-                                          no_confirm=no_confirm)
-
     def start(self) -> None:
+        self._link.on_emptied(self.replay_recent)
         self._tasks = [asyncio.create_task(self._mark_sent_loop()), asyncio.create_task(self._relay_loop())]
 
     async def stop(self) -> None:
@@ -137,6 +135,8 @@ class Outbox:
 
     async def relay_once(self) -> int:
         """Send unsent rows older than the grace period (the ones publish-after-commit missed)."""
+        if not self._link.up:
+            return 0
         t = self._table
         async with self._engine.begin() as conn:
             rows = (
@@ -148,8 +148,8 @@ class Outbox:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            for row in rows:
-                await self._send(row.topic, row.key, row.value)
+            acks = [await self._link.publish(row.topic, row.key, row.value) for row in rows]
+            await asyncio.gather(*acks)
             if rows:
                 await conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=sa.func.now()))
                 log.info("relayed %d outbox message(s)", len(rows))
@@ -160,13 +160,42 @@ class Outbox:
                 await conn.execute(sa.delete(t).where(t.c.sent_at < sa.func.now() - sa.text("interval '1 day'")))
         return len(rows)
 
+    async def unsent(self) -> int:
+        """Rows not yet confirmed by the broker (readiness's `quiet`)."""
+        t = self._table
+        async with self._engine.connect() as conn:
+            return int(await conn.scalar(sa.select(sa.func.count()).select_from(t).where(t.c.sent_at.is_(None))))
+
+    async def replay_recent(self) -> int:
+        """The broker came back without our records: send again, in order, every row sent within the
+        replay window (`HARMON_OUTBOX_REPLAY_S`); consumers' inboxes drop what they already had."""
+        t = self._table
+        sent = 0
+        last_id = 0
+        while True:  # in pages, so a busy window does not load into memory at once
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(
+                    sa.select(t.c.id, t.c.topic, t.c.key, t.c.value)
+                    .where(t.c.sent_at.is_not(None), t.c.id > last_id,
+                           t.c.sent_at > sa.func.now() - sa.text(f"interval '{float(self._replay_s)} seconds'"))
+                    .order_by(t.c.id).limit(500)
+                )).all()
+            if not rows:
+                break
+            acks = [await self._link.publish(row.topic, row.key, row.value) for row in rows]
+            await asyncio.gather(*acks)
+            sent += len(rows)
+            last_id = rows[-1].id
+        log.warning("replayed %d outbox message(s) sent in the last %.0f s", sent, self._replay_s)
+        return sent
+
     async def _relay_loop(self) -> None:
         while True:
             await asyncio.sleep(self._relay_interval_s)
             try:
                 await self.relay_once()
-            except Exception:
-                log.warning("outbox relay failed; retrying in %.1fs", self._relay_interval_s, exc_info=True)
+            except Exception as e:  # a database or broker outage: the rows wait, nothing is lost
+                log.warning("outbox relay failed (%r); retrying in %.1fs", e, self._relay_interval_s)
 
 
 # The inbox claim, the outbox rows and the sent marks of one unit of work, in one statement: each

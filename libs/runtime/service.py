@@ -1,4 +1,4 @@
-"""Run one back-end service: database, broker, subscribers, outbox relay, health server; drain on SIGTERM."""
+"""Run one back-end service: database, broker link, consumer, outbox relay, parking relay, health server; drain on SIGTERM."""
 
 import asyncio
 import logging
@@ -9,11 +9,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from libs.contracts.topics import all_topic_names
+
+from .broker import BrokerLink
 from .db import RuntimeTables, make_engine, make_sessionmaker
 from .health import HealthServer
-from .kafka import ensure_all_topics, make_broker
 from .logs import setup_logging
-from .messaging import ServiceContext, open_subscriptions, stop_consuming
+from .messaging import ServiceContext, open_subscriptions, start_subscriptions, stop_consuming
 from .metrics import Metrics
 from .migrations import head_revision
 from .outbox import Outbox
@@ -36,10 +38,10 @@ class ServiceSpec:
 def build_context(spec: ServiceSpec) -> ServiceContext:
     s = spec.settings
     engine = make_engine(s.database_url, s.db_pool_size)
-    broker = make_broker(s, client_id=f"{spec.name}-{s.instance_id}")
-    outbox = Outbox(broker, engine, spec.tables, relay_interval_s=s.outbox_relay_interval_s)
+    link = BrokerLink(s, client_id=f"{spec.name}-{s.instance_id}", topics=all_topic_names())
+    outbox = Outbox(link, engine, spec.tables, relay_interval_s=s.outbox_relay_interval_s, replay_s=s.outbox_replay_s)
     ctx = ServiceContext(
-        name=spec.name, settings=s, broker=broker, engine=engine, sessionmaker=make_sessionmaker(engine),
+        name=spec.name, settings=s, link=link, engine=engine, sessionmaker=make_sessionmaker(engine),
         tables=spec.tables, outbox=outbox, metrics=Metrics.create(),
     )
     spec.register(ctx)
@@ -53,8 +55,8 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
     health = HealthServer(ctx, head_revision(spec.migrations_dir))
     port = await health.start(spec.settings.health_port)
     log.info("%s health on 127.0.0.1:%d", spec.name, port)
-    await ensure_all_topics(spec.settings)
-    await ctx.broker.start()
+    await ctx.link.start()  # topics, producer; waits for the broker however long it takes
+    await start_subscriptions(ctx)
     ctx.outbox.start()
     tasks = [asyncio.create_task(job(ctx)) for job in spec.background]
     log.info("%s started (instance %s)", spec.name, spec.settings.instance_id)
@@ -66,8 +68,9 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await stop_consuming(ctx)  # waits up to graceful_timeout for handlers in flight
+        await stop_consuming(ctx)  # the batches in flight finish and their offsets are committed
         await ctx.outbox.stop()
+        await ctx.link.stop()
         await ctx.engine.dispose()
         await health.stop()
         log.info("%s stopped", spec.name)

@@ -35,9 +35,14 @@ class ServiceSettings(BaseSettings):
     partitions: int = Field(8, ge=1, validation_alias=_common("partitions"))
     log_level: str = Field("INFO", validation_alias=_common("log_level"))
     instance_id: str = Field(default_factory=lambda: secrets.token_hex(4), validation_alias=_common("instance_id"))
-    # one handler attempt = one try; after this many, a message that still fails goes to `<topic>.dlt`
+    # attempts of a parked message (each after a growing backoff); after this many it goes to `<topic>.dlt`
     max_attempts: int = Field(5, ge=1, validation_alias=_common("max_attempts"))
     outbox_relay_interval_s: float = Field(1.0, gt=0, validation_alias=_common("outbox_relay_interval_s"))
+    # After the broker came back without our records: outbox rows sent this recently are sent again
+    # (consumers' inboxes drop what they already had).
+    outbox_replay_s: float = Field(300.0, ge=0, validation_alias=_common("outbox_replay_s"))
+    # Quick retries of a message that lost a race, before it is parked (docs/operations.md).
+    quick_retries: int = Field(3, ge=0, le=10, validation_alias=_common("quick_retries"))
     # How long the broker may hold an empty fetch: idle polling CPU against, past a point, the latency
     # of each hop on the embedded broker (see EMBEDDED_TIMINGS); None: the mode's default.
     fetch_max_wait_ms: int | None = Field(None, ge=1, le=5000, validation_alias=_common("fetch_max_wait_ms"))

@@ -18,10 +18,10 @@ from prometheus_client import Counter, Histogram
 
 from libs.contracts import topics
 from libs.contracts.ids import REQUEST, new_id
+from libs.runtime.broker import BrokerLink
 from libs.runtime.db import make_engine, make_lookup_sessionmaker, make_sessionmaker
-from libs.runtime.kafka import ensure_all_topics, ensure_topics, make_broker
 from libs.runtime.logs import request_id_var
-from libs.runtime.messaging import ServiceContext, open_subscriptions, stop_consuming
+from libs.runtime.messaging import ServiceContext, open_subscriptions, start_subscriptions, stop_consuming
 from libs.runtime.metrics import Metrics
 from libs.runtime.migrations import head_revision
 from libs.runtime.outbox import Outbox
@@ -139,30 +139,32 @@ async def database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def messaging(app: web.Application) -> AsyncIterator[None]:
-    """Broker, the customers subscriber and the correlator's reply subscriber, positioned before any request."""
+    """Broker link, the customers consumer and the correlator's reply consumer, positioned before any request."""
     settings = app[SETTINGS]
-    await ensure_all_topics(settings)
-    await ensure_topics(settings.kafka_bootstrap, [topics.gateway_replies(settings.instance_id)], 1)
-    broker = make_broker(settings, client_id=f"gateway-{settings.instance_id}")
+    link = BrokerLink(settings, client_id=f"gateway-{settings.instance_id}", topics=topics.all_topic_names(),
+                      extra_topics={topics.gateway_replies(settings.instance_id): 1})
     ctx = ServiceContext(
-        name="gateway", settings=settings, broker=broker, engine=app[ENGINE], sessionmaker=app[SESSIONMAKER],
-        tables=runtime, outbox=Outbox(broker, app[ENGINE], runtime), metrics=app[METRICS],
+        name="gateway", settings=settings, link=link, engine=app[ENGINE], sessionmaker=app[SESSIONMAKER],
+        tables=runtime, outbox=Outbox(link, app[ENGINE], runtime), metrics=app[METRICS],
     )
     customers.register(ctx)
     open_subscriptions(ctx)
     correlator = Correlator(ctx, settings.request_timeout_s)
-    correlator.register()
-    await broker.start()
+    await link.start()
     try:
-        await correlator.wait_positioned()
+        await start_subscriptions(ctx)
+        await correlator.start()
     except BaseException:
-        await broker.stop()
+        await stop_consuming(ctx)
+        await link.stop()
         raise
     app[SERVICE] = ctx
     app[CORRELATOR] = correlator
     log.info("replies on %s", correlator.reply_topic)
     yield
     await stop_consuming(ctx)  # waits for customer upserts in flight
+    await correlator.stop()
+    await link.stop()
 
 
 async def housekeeping(app: web.Application) -> AsyncIterator[None]:

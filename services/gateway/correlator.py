@@ -1,26 +1,26 @@
 """Request/reply over Kafka for HTTP calls: publish a command with reply_to = this instance's topic, await its reply.
 
-FastStream's `request()` does not work on a real Kafka broker, hence this. One subscriber reads this
-instance's reply topic without a consumer group, from the latest offset; replies are matched to
-waiting requests by correlation id. A reply that comes after its request gave up is dropped.
+One consumer reads this instance's reply topic without a consumer group, from the latest offset;
+replies are matched to waiting requests by correlation id. A reply that comes after its request
+gave up is dropped. While the broker is lost, requests are answered 503 at once instead of waiting.
 """
 
 import asyncio
 import logging
 
-from aiokafka.errors import KafkaError
-from faststream.kafka.annotations import KafkaMessage
+from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from libs.contracts import topics
 from libs.contracts.base import Message
 from libs.contracts.envelope import Envelope
 from libs.contracts.ids import MESSAGE, new_id
-from libs.runtime.kafka import subscriber_options
+from libs.runtime.consumer import Consumer
+from libs.runtime.failures import BrokerUnavailable
 from libs.runtime.logs import request_id_var
-from libs.runtime.messaging import ServiceContext, gap_guard, whole_message
+from libs.runtime.messaging import ServiceContext, gap_guard
 
-from .errors import internal_error, upstream_timeout
+from .errors import internal_error, service_unavailable, upstream_timeout
 
 log = logging.getLogger("harmon.gateway.correlator")
 
@@ -31,44 +31,30 @@ class Correlator:
         self.reply_topic = topics.gateway_replies(ctx.settings.instance_id)
         self.default_timeout_s = default_timeout_s
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
-        self._positioned = False
         self.late_replies = 0
-        self.subscriber = None
         # the embedded broker can skip a reply (see GapGuard): read it again rather than answer 504
-        self._guard = gap_guard(ctx, "gateway replies")
+        self.consumer = Consumer(ctx.link, "gateway replies", [self.reply_topic], self._on_reply, group_id=None,
+                                 guard=lambda: gap_guard(ctx, "gateway replies"))
 
-    def register(self) -> None:
-        """Declare the reply subscriber; call before the broker starts."""
-        sub = self._ctx.broker.subscriber(self.reply_topic, decoder=whole_message,
-                                          **subscriber_options(self._ctx.settings, None))
-        sub(self._on_reply)
-        self.subscriber = sub
+    async def start(self) -> None:
+        """Start reading replies; returns once the reply partition is assigned and positioned."""
+        await self.consumer.start()
+        await self.consumer.wait_positioned()
 
-    async def wait_positioned(self, timeout_s: float = 30.0) -> None:
-        """Wait until the reply partition is assigned and its start offset known, so no early reply is skipped."""
-        consumer = self.subscriber.consumer
-        async with asyncio.timeout(timeout_s):
-            while not consumer.assignment():
-                await asyncio.sleep(0.02)
-            for tp in consumer.assignment():
-                await consumer.position(tp)
-        self._positioned = True
+    async def stop(self) -> None:
+        await self.consumer.stop()
 
     @property
     def ready(self) -> bool:
-        consumer = getattr(self.subscriber, "consumer", None)
-        return self._positioned and consumer is not None and bool(consumer.assignment())
+        return self._ctx.link.up and bool(self.consumer.assignment())
 
     @property
     def in_flight(self) -> int:
         return len(self._pending)
 
-    async def _on_reply(self, msg: KafkaMessage) -> None:
-        raw = msg.raw_message
-        if self._guard is not None and not self._guard.admit(msg.consumer, raw.topic, raw.partition, raw.offset):
-            return
+    async def _on_reply(self, rec: ConsumerRecord) -> None:
         try:
-            env = Envelope.from_bytes(msg.body)
+            env = Envelope.from_bytes(rec.value)
         except ValidationError:
             log.warning("undecodable message on %s dropped", self.reply_topic)
             return
@@ -83,7 +69,10 @@ class Correlator:
 
     async def request(self, topic: str, key: str | None, payload: Message, *, tenant_id: str, livemode: bool,
                       request_id: str | None, timeout_s: float | None = None) -> Message:
-        """Send a command and return its reply's payload; 504 upstream_timeout if none comes in time."""
+        """Send a command and return its reply's payload; 504 upstream_timeout if none comes in time,
+        503 service_unavailable while the broker is lost."""
+        if not self.ready:
+            raise service_unavailable()
         message_id = new_id(MESSAGE)
         env = Envelope(message_id=message_id, correlation_id=message_id, tenant_id=tenant_id, livemode=livemode,
                        request_id=request_id, reply_to=self.reply_topic, payload=payload)
@@ -91,14 +80,14 @@ class Correlator:
         self._pending[message_id] = fut
         try:
             async with asyncio.timeout(timeout_s or self.default_timeout_s):
-                await self._ctx.broker.publish(env.to_bytes(), topic=topic, key=key.encode() if key else None)
+                await self._ctx.link.publish_and_wait(topic, key, env.to_bytes())
                 reply = await fut
         except TimeoutError:
             log.warning("%s to %s: no reply within %.1fs", payload.type, topic, timeout_s or self.default_timeout_s)
             raise upstream_timeout() from None
-        except KafkaError as e:
-            log.warning("%s to %s: broker refused the command (%r)", payload.type, topic, e)
-            raise upstream_timeout() from None
+        except BrokerUnavailable as e:
+            log.warning("%s to %s: broker refused the command (%s)", payload.type, topic, e)
+            raise service_unavailable() from None
         finally:
             self._pending.pop(message_id, None)
         if (reply.tenant_id, reply.livemode) != (tenant_id, livemode):

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from libs.contracts.base import Failure
 from libs.runtime.logs import request_id_var
-from libs.runtime.messaging import is_transient
+from libs.runtime.failures import FailureClass, classify
 
 log = logging.getLogger("harmon.gateway.errors")
 
@@ -60,9 +60,6 @@ def internal_error() -> ApiError:
 
 
 RETRY_AFTER_S = 2
-# SQLSTATE classes of a database that is out of reach rather than of a wrong query: connection (08), the
-# role may not log in (28), out of connections or memory (53), shut down or our backend terminated (57)
-_UNAVAILABLE_SQLSTATES = ("08", "28", "53", "57")
 
 
 def service_unavailable() -> ApiError:
@@ -84,8 +81,8 @@ def unavailable_dependency(e: BaseException) -> str | None:
     """If `e` means a dependency (PostgreSQL, the broker) is down or unreachable: the error's class names
     (outermost ← innermost), for the log; else None."""
     chain = list(_causes(e))
-    if not any(is_transient(c) or str(getattr(c, "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES)
-               for c in chain):
+    # the runtime's own test of "a dependency is down" (libs/runtime/failures.py), on each link of the chain
+    if not any(classify(c) is FailureClass.DOWN for c in chain):
         return None
     outer, inner = type(chain[0]).__name__, type(chain[-1]).__name__
     return outer if outer == inner else f"{outer} ← {inner}"
@@ -110,6 +107,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "parameter_missing": (400, INVALID_REQUEST),
     "parameter_unknown": (400, INVALID_REQUEST),
     "upstream_timeout": (504, API_ERROR),
+    "internal_error": (500, API_ERROR),  # a service refused a message that fails every time (dead-lettered)
 }
 
 

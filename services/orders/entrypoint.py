@@ -10,7 +10,8 @@ from libs.contracts import pricing as p
 from libs.contracts import topics
 from libs.contracts.base import Failure
 from libs.contracts.erp import CustomerUpsert
-from libs.runtime.messaging import ServiceContext, is_transient, subscribe
+from libs.runtime.failures import FailureClass, classify
+from libs.runtime.messaging import ServiceContext, subscribe
 
 from . import handlers
 
@@ -33,12 +34,19 @@ async def watch_deadlines(ctx: ServiceContext) -> None:
             await handlers.resume_checkouts(ctx)
             break
         except Exception as e:
-            log.log(logging.WARNING if is_transient(e) else logging.ERROR,
-                    "could not resume unfinished checkouts; retrying", exc_info=True)
+            log.log(logging.WARNING if classify(e) is FailureClass.DOWN else logging.ERROR,
+                    "could not resume unfinished checkouts (%s: %s); retrying", type(e).__name__, e)
             await asyncio.sleep(1.0)
+    failing = False
     while True:
         await asyncio.sleep(ctx.settings.sweep_interval_s)
         try:
             await handlers.expire_overdue(ctx)
-        except Exception:
-            log.exception("deadline sweep failed; retrying")
+            if failing:
+                log.warning("deadline sweep works again")
+            failing = False
+        except Exception as e:
+            if not failing:  # once per outage, not four times a second
+                log.log(logging.WARNING if classify(e) is FailureClass.DOWN else logging.ERROR,
+                        "deadline sweep failed (%s: %s); retrying until it works", type(e).__name__, e)
+            failing = True

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -82,3 +83,43 @@ async def test_orders_killed_mid_saga_resumes_from_its_database(store, shop, sta
     assert final.body["cart_id"] == cart["id"]
     again = await store.checkout(token, cart["id"], key=new_id("k"))
     assert (again.status, again.error["code"], again.error["order_id"]) == (409, "cart_checked_out", final.body["id"])
+
+
+async def _readyz(http, stack, service: str) -> tuple[int, dict]:
+    async with http.get(stack.readyz_url(service)) as r:
+        return r.status, await r.json()
+
+
+async def test_a_service_whose_database_is_down_pauses_and_handles_the_message_when_it_is_back(
+        store, shop, stack, http, db, until):
+    """A PostgreSQL outage is a dependency down: nothing parked or dead-lettered, /readyz 503, then it resumes."""
+    token = await store.token(shop.big)
+    cart = await store.new_cart(token)
+    role = f"{stack.db_prefix}_cart"
+    admin = await asyncpg.connect(stack.admin_dsn)
+    try:
+        await admin.execute(f'ALTER ROLE "{role}" NOLOGIN')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
+        adding = asyncio.create_task(store.add_line(token, cart["id"], sku="RICE-1KG", quantity=3))
+
+        async def cart_paused():
+            status, body = await _readyz(http, stack, "cart")
+            return status == 503 and body if "paused" in body.get("consumption", "") else None
+        paused = await until(cart_paused, timeout=15, message="cart paused its consumption")
+        assert paused["ready"] is False and not paused["database"] == "ok"
+        first = await adding
+        assert first.status in (503, 504), first.body  # the client is told to retry; nothing was refused
+    finally:
+        await admin.execute(f'ALTER ROLE "{role}" LOGIN')
+        await admin.close()
+
+    async def cart_ready():
+        return (await _readyz(http, stack, "cart"))[0] == 200
+    await until(cart_ready, timeout=15, message="cart ready again")
+
+    async def line_added():
+        r = await store.call("GET", f"/v1/carts/{cart['id']}", token=token)
+        return r.body if r.status == 200 and r.body["lines"] else None
+    body = await until(line_added, timeout=10, message="the AddLine handled once the database was back")
+    assert [(x["sku"], x["quantity"]) for x in body["lines"]] == [("RICE-1KG", 3)]
+    assert await db("cart", "SELECT id FROM parked") == []

@@ -16,6 +16,9 @@ async def healthz(_: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
+    if app[DRAINING]["draining"]:
+        # answered without touching the database: the pool may already be closing
+        return web.json_response({"ready": False, "draining": True, "quiet": False}, status=503)
     result: dict = {}
     try:
         async with app[ENGINE].connect() as conn:
@@ -28,13 +31,15 @@ async def readyz(request: web.Request) -> web.Response:
     correlator = app.get(CORRELATOR)
     result["reply_subscriber"] = "assigned" if correlator is not None and correlator.ready else "not assigned"
     service = app.get(SERVICE)
-    result["customers_partitions_assigned"] = sum(
-        len(sub.consumer.assignment()) for sub in (service.subscribers if service else []) if sub.consumer is not None
-    )
+    result["broker"] = "ok" if service is not None and service.link.up else (
+        f"{service.link.state}: {service.link.lost_reason}" if service is not None else "starting")
+    result["customers_partitions_assigned"] = sum(len(c.assignment()) for c in (service.consumers if service else []))
     result["ready"] = (
-        result.get("database") == "ok" and result.get("migrations") == "current"
+        result.get("database") == "ok" and result.get("migrations") == "current" and result["broker"] == "ok"
         and result["reply_subscriber"] == "assigned" and not app[DRAINING]["draining"]
     )
+    # quiet: nothing in flight (the embedded broker's supervised restart waits for it)
+    result["quiet"] = result["ready"] and correlator.in_flight == 0 and all(c.quiet for c in service.consumers)
     return web.json_response(result, status=200 if result["ready"] else 503)
 
 

@@ -1,0 +1,259 @@
+"""Our consumer loop on aiokafka: batches per partition, each partition in order, partitions side by side.
+
+Why not FastStream's subscriber: the loop must pause on a dependency outage without leaving the
+group, forget its offsets when the broker was lost, and be rebuilt after the broker comes back;
+FastStream's subscriber hides the consumer that all of that needs (docs/architecture.md).
+
+- `getmany` hands over what has arrived for every assigned partition; each partition's records
+  are handled one after another (key order), different partitions concurrently.
+- Offsets are committed after the handler by the coalescing `OffsetCommitter`.
+- `pause(reason)`: a dependency is down. The partition being handled is sought back to the record
+  that failed and every partition is paused, while `getmany` keeps the group membership alive.
+- On a lost broker the aiokafka consumer is closed and its uncommitted offsets and skip-guard state
+  are dropped; when the broker is back a new one joins. A high-watermark below what was already read,
+  or a group whose committed offsets vanished, means the broker lost our records: the link replays.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from .broker import BrokerLink, bounded
+from .failures import DependencyDown
+from .kafka import GapGuard, OffsetCommitter
+
+log = logging.getLogger("harmon.consumer")
+
+Handle = Callable[[ConsumerRecord], Awaitable[None]]
+
+
+class Paused(Exception):
+    """Raised by a record's handler: stop this partition here; the record is handled again after resume."""
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: "Consumer"):
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self._owner._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self._owner._assigned(set(assigned))
+
+
+class Consumer:
+    def __init__(self, link: BrokerLink, name: str, topics: list[str], handle: Handle, *, group_id: str | None,
+                 guard: Callable[[], GapGuard | None] = lambda: None,
+                 on_assigned: Callable[[set[TopicPartition]], Awaitable[None]] | None = None,
+                 on_lag: Callable[[TopicPartition, int], None] | None = None, max_records: int = 100):
+        self.link = link
+        self.name = name
+        self.topics = topics
+        self.group_id = group_id
+        self._handle = handle
+        self._make_guard = guard
+        self._on_assigned = on_assigned
+        self._on_lag = on_lag
+        self.max_records = max_records
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task | None = None
+        self._committer: OffsetCommitter | None = None
+        self._guard: GapGuard | None = None
+        self._paused: str | None = None
+        self._stopping = False
+        self.in_flight = 0
+        self._read: dict[TopicPartition, int] = {}  # highest offset read + 1, per partition (emptiness check)
+        self._next: dict[TopicPartition, int] = {}  # next offset to handle (lag)
+        self._committed_once: set[TopicPartition] = set()  # partitions whose offsets this group committed
+        self._positioned = asyncio.Event()
+        link.listen(self)
+
+    # -- what others read ----------------------------------------------------------------------------
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self._consumer
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    @property
+    def paused_reason(self) -> str | None:
+        return self._paused
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records on the broker not handled yet, per assigned partition, from the fetch high-watermark."""
+        out: dict[TopicPartition, int] = {}
+        if self._consumer is None:
+            return out
+        for tp in self._consumer.assignment():
+            hw = self._consumer.highwater(tp)
+            if hw is not None:
+                out[tp] = max(0, hw - self._next.get(tp, hw))
+        return out
+
+    @property
+    def quiet(self) -> bool:
+        return self.in_flight == 0 and bool(self.assignment()) and not any(self.lag().values())
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._start_inner()
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, commit what was handled, leave the group."""
+        await self._stop_inner(commit=True)
+
+    async def _start_inner(self) -> None:
+        s = self.link.settings
+        t = s.kafka_timings
+        opts: dict = dict(bootstrap_servers=s.kafka_bootstrap, client_id=f"{self.link.client_id}-{self.name}",
+                          enable_auto_commit=False, fetch_max_wait_ms=t.fetch_max_wait_ms)
+        if self.group_id is None:
+            opts.update(auto_offset_reset="latest")
+        else:
+            opts.update(group_id=self.group_id, auto_offset_reset="earliest", session_timeout_ms=t.session_timeout_ms,
+                        heartbeat_interval_ms=t.heartbeat_interval_ms)
+        consumer = AIOKafkaConsumer(**opts)
+        await consumer.start()
+        consumer.subscribe(self.topics, listener=_Rebalance(self))
+        self._consumer = consumer
+        self._guard = self._make_guard()
+        self._committer = OffsetCommitter(self.name, on_error=self.link.suspect) if self.group_id else None
+        self._stopping = False
+        self._positioned.clear()
+        self._task = asyncio.create_task(self._run(consumer))
+
+    async def _stop_inner(self, *, commit: bool) -> None:
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            # the batch in flight finishes (its records are committed or sought back)
+            await bounded(asyncio.shield(task), 10.0 if commit else 3.0, f"{self.name}: batch in flight")
+            if not task.done():
+                task.cancel()
+        committer, self._committer = self._committer, None
+        if committer is not None:
+            if commit:
+                await committer.stop()
+            else:
+                committer.drop()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await bounded(consumer.stop(), 5.0 if commit else 1.0, f"{self.name}: consumer close")
+        self._next.clear()
+
+    async def on_broker_lost(self) -> None:
+        """Drop everything tied to the lost broker: uncommitted offsets, skip-guard state, the consumer."""
+        await self._stop_inner(commit=False)
+
+    async def on_broker_back(self) -> None:
+        if self.link._replayed == self.link.generation:  # the link already knows our records were lost
+            self._read.clear()
+            self._committed_once.clear()
+        await self._start_inner()
+
+    async def wait_positioned(self, timeout_s: float = 30.0) -> None:
+        """Wait until partitions are assigned and their start offsets known (a reply reader must not miss one)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                consumer = self._consumer
+                if consumer is not None and consumer.assignment():
+                    for tp in consumer.assignment():
+                        await consumer.position(tp)
+                    self._positioned.set()
+                    return
+                await asyncio.sleep(0.02)
+
+    def pause(self, reason: str) -> None:
+        if self._paused is None:
+            log.warning("%s: consumption paused: %s", self.name, reason)
+        self._paused = reason
+
+    def resume(self) -> None:
+        if self._paused is not None:
+            log.warning("%s: consumption resumed (was: %s)", self.name, self._paused)
+        self._paused = None
+
+    # -- rebalancing -----------------------------------------------------------------------------------
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self._next.pop(tp, None)
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._on_assigned is not None:
+            await self._on_assigned(assigned)
+        if self.group_id is None or self._consumer is None:
+            return
+        # A group whose offsets vanished although we committed some: the broker lost our records.
+        vanished = []
+        for tp in assigned & self._committed_once:
+            try:
+                if await self._consumer.committed(tp) is None:
+                    vanished.append(tp)
+            except KafkaError:
+                return
+        if vanished:
+            log.warning("%s: the group's committed offsets of %s are gone", self.name,
+                        ", ".join(f"{tp.topic}[{tp.partition}]" for tp in vanished))
+            self._read.clear()
+            self._committed_once.clear()
+            await self.link.replay_lost_records()
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        while not self._stopping:
+            assigned = consumer.assignment()
+            if self._paused is not None:
+                consumer.pause(*assigned)
+            elif consumer.paused():
+                consumer.resume(*consumer.paused())
+            try:
+                batch = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
+            except KafkaError as e:
+                self.link.suspect(e)
+                await asyncio.sleep(0.2)
+                continue
+            if not batch:
+                continue
+            self.in_flight += 1
+            try:
+                await asyncio.gather(*(self._partition(consumer, tp, records) for tp, records in batch.items()))
+            finally:
+                self.in_flight -= 1
+
+    async def _partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        for rec in records:
+            if self._stopping or self._paused is not None:
+                consumer.seek(tp, rec.offset)  # handled after resume or by the next owner
+                return
+            if self._guard is not None and not self._guard.admit(consumer, tp.topic, tp.partition, rec.offset):
+                return
+            self._read[tp] = max(self._read.get(tp, 0), rec.offset + 1)
+            try:
+                await self._handle(rec)
+            except (Paused, DependencyDown) as e:
+                self.pause(str(e) or type(e).__name__)
+                consumer.seek(tp, rec.offset)
+                return
+            self._next[tp] = rec.offset + 1
+            if self._committer is not None:
+                self._committer.processed(consumer, tp.topic, tp.partition, rec.offset)
+                self._committed_once.add(tp)
+        hw = consumer.highwater(tp)
+        if hw is not None:
+            if hw < self._read.get(tp, 0):
+                log.warning("%s: %s[%d] high-watermark %d is below offset %d already read: the broker lost its "
+                            "records", self.name, tp.topic, tp.partition, hw, self._read[tp])
+                self._read.clear()
+                self.link.suspect(f"{tp.topic}[{tp.partition}] emptied", empty=True)
+            if self._on_lag is not None:
+                self._on_lag(tp, max(0, hw - self._next.get(tp, hw)))

@@ -1,0 +1,23 @@
+"""parked messages: transient failures kept in key order until they succeed or are dead-lettered
+
+Revision ID: 0004
+Revises: 0003_money_bigint
+Create Date: 2026-12-01 15:00:00
+"""
+from alembic import op
+
+from libs.runtime.migrations import create_parked_table
+
+revision = '0004'
+down_revision = '0003_money_bigint'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_parked_table(op)
+
+
+def downgrade() -> None:
+    op.drop_index('parked_key', table_name='parked')
+    op.drop_table('parked')
