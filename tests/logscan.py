@@ -44,11 +44,15 @@ def mask(secret: str) -> str:
 
 def scan_text(text: str, path: Path = Path("-")) -> list[Finding]:
     found = []
+    # PostgreSQL starts each continuation line of a multi-line statement with a tab, so that it cannot
+    # pass for a record of its own: that one tab is its format, any other control character is not
+    continuation = "\t" if path.name == "postgres.log" else None
     # split on the newline only: splitlines() would also end a line at CR, VT, FF, NEL… and hide them
     for number, line in enumerate(text.split("\n"), 1):
         for what, pattern in (("API key", API_KEY), ("token", JWT)):
             found += [Finding(path, number, what, mask(m.group())) for m in pattern.finditer(line)]
-        control = CONTROL.search(line)
+        skip = 1 if continuation and line.startswith(continuation) else 0
+        control = CONTROL.search(line, skip)
         if control is not None:
             found.append(Finding(path, number, CONTROL_CHARACTER,
                                  f"U+{ord(control.group()):04X} at column {control.start() + 1}"))

@@ -81,3 +81,10 @@ def test_a_bare_carriage_return_in_a_file_fails_the_scan(scratch: Path):
     (scratch / "logs" / "gateway.log").write_bytes(b"INFO one\nINFO GET /v1/x\r2026-12-01 INFO gateway FORGED\n")
     with pytest.raises(AssertionError, match=r"gateway\.log:2: an unescaped control character \(U\+000D"):
         assert_no_secrets(scratch)
+
+
+def test_a_postgresql_continuation_tab_is_its_format_but_nothing_else_is():
+    log = Path("/x/pg/postgres.log")
+    assert scan_text("2026 UTC [1] STATEMENT:  SELECT 1\n\tFROM t\n", log) == []
+    assert [f.what for f in scan_text("\tFROM t\x1b[2J\n", log)] == ["control character"]
+    assert [f.what for f in scan_text("\tFROM t\n", Path("/x/logs/cart.log"))] == ["control character"]
