@@ -145,3 +145,18 @@ async def test_a_due_broker_restart_of_a_quiet_stack_keeps_port_and_topics(data_
         assert not stack.restarts  # planned, not a crash
     finally:
         await stack.stop()
+
+
+async def test_a_killed_postgres_comes_back_on_its_port(data_dir: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, "harmon.stack")
+    stack = Stack(data_dir, services=CART_ONLY, fsync=False, database_url="", supervise=True)
+    try:
+        await stack.start()
+        port, pid = stack.ports["postgres"], stack.pid("postgres")
+        os.kill(pid, signal.SIGKILL)  # the postmaster; its backends follow it
+        await until(lambda: stack.restarts.get("postgres") == 1, timeout=60, message="postgres restarted")
+        assert stack.pid("postgres") not in (None, pid) and stack.ports["postgres"] == port
+        assert _said(caplog, f"postgres (pid {pid}) died: killed by SIGKILL (signal 9)", "postgres.log")
+        await until(lambda: _ready(stack, "cart"), timeout=30, message="cart ready on the new server")
+    finally:
+        await stack.stop()
