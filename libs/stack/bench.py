@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,23 +114,28 @@ class _StepFailed(Exception):
     pass
 
 
+async def shop(http: aiohttp.ClientSession, auth: dict, token: str, level: Callable[[], Level],
+               done: Callable[[], bool]) -> None:
+    """One shopper's checkouts, one after another until `done()`; each is counted in the `level()` it began in."""
+    while not done():
+        current = level()
+        try:
+            await _one_checkout(http, auth, token, current)
+        except _StepFailed:
+            pass
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            current.errors[type(e).__name__] += 1
+
+
 async def run_level(http: aiohttp.ClientSession, auth: dict, tokens: list[str], shoppers: int, duration: float,
                     meter: CpuMeter | None = None) -> Level:
     level = Level(shoppers=shoppers, seconds=duration)
     before = meter.snapshot() if meter else {}
     stop_at = time.monotonic() + duration
 
-    async def shopper(token: str) -> None:
-        while time.monotonic() < stop_at:
-            try:
-                await _one_checkout(http, auth, token, level)
-            except _StepFailed:
-                pass
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                level.errors[type(e).__name__] += 1
-
     started = time.monotonic()
-    await asyncio.gather(*(shopper(t) for t in tokens[:shoppers]))
+    await asyncio.gather(*(shop(http, auth, t, lambda: level, lambda: time.monotonic() >= stop_at)
+                           for t in tokens[:shoppers]))
     level.seconds = time.monotonic() - started
     if meter:
         level.cpu_s = meter.since(before, meter.snapshot())
