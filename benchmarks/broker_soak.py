@@ -14,7 +14,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -35,12 +37,22 @@ COLUMNS = ("t_s", "broker_rss_mib", "broker_cpu_pct", "orders", "errors", "check
 
 
 def row(sample: dict[str, Any]) -> str:
-    return (f"{sample['t_s']:>6.0f} {sample['broker_rss_mib']:>9.1f} {sample['broker_cpu_pct']:>8.0f} "
+    rss = sample["broker_rss_mib"]
+    return (f"{sample['t_s']:>6.0f} {'-' if rss is None else f'{rss:.1f}':>9} {sample['broker_cpu_pct']:>8.0f} "
             f"{sample['orders']:>7} {sample['errors']:>6} {sample['checkout_p50_ms']:>9.1f} "
             f"{sample['cores_busy']:>6.2f} {sample['broker_restarts']:>8}")
 
 
 HEADER = f"{'t s':>6} {'RSS MiB':>9} {'CPU %':>8} {'orders':>7} {'errors':>6} {'p50 ms':>9} {'cores':>6} {'restarts':>8}"
+
+
+async def kill_broker_at(stack: Stack, started: float, at: list[float]) -> None:
+    """kill -9 the broker at each of these seconds into the load (the supervisor restarts it)."""
+    for t in sorted(at):
+        await asyncio.sleep(max(0.0, started + t - time.monotonic()))
+        if (pid := stack.pid("broker")) is not None:
+            os.kill(pid, signal.SIGKILL)
+            print(f"{time.monotonic() - started:>6.0f} kill -9 broker (pid {pid})", flush=True)
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,6 +80,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                         for t in tokens]
             print(HEADER, flush=True)
             snap, restarts = meter.snapshot(), 0
+            chaos = asyncio.create_task(kill_broker_at(stack, started, args.kill_broker_at))
             try:
                 while time.monotonic() < end:
                     t0 = time.monotonic()
@@ -77,9 +90,10 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     cpu = CpuMeter.since(snap, now_snap)
                     snap = now_snap
                     total = stack.planned_broker_restarts + stack.restarts.get("broker", 0)
+                    rss = resident_bytes(stack.pid("broker"))
                     sample = {
                         "t_s": round(time.monotonic() - started, 1),
-                        "broker_rss_mib": round((resident_bytes(stack.pid("broker")) or 0) / MIB, 1),
+                        "broker_rss_mib": None if rss is None else round(rss / MIB, 1),  # None: not running
                         "broker_cpu_pct": round(100 * cpu.get("broker", 0.0) / elapsed, 1),
                         "orders": level.orders,
                         "errors": sum(level.errors.values()),
@@ -92,14 +106,15 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     samples.append(sample)
                     print(row(sample), flush=True)
             finally:
-                await asyncio.gather(*shoppers, return_exceptions=True)
+                chaos.cancel()
+                await asyncio.gather(*shoppers, chaos, return_exceptions=True)
         await set_tenant_rate_limits(stack.dsns["gateway"], creds["tenant_id"], *before_limits)
     finally:
         await stack.stop()
         if not args.data_dir and not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
     return {"minutes": args.minutes, "shoppers": args.shoppers, "interval_s": args.interval,
-            "partitions": args.partitions, "bound_mib": args.bound_mib, "data_dir": str(data_dir),
+            "partitions": args.partitions, "bound_mib": args.bound_mib, "kill_broker_at": args.kill_broker_at,
             "columns": list(COLUMNS), "samples": samples}
 
 
@@ -111,6 +126,8 @@ def main() -> None:
     parser.add_argument("--bound-mib", type=int, default=0,
                         help="harmon dev's broker bound: planned restart over this RSS when quiet (default 0: off)")
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
+    parser.add_argument("--kill-broker-at", type=float, action="append", default=[], metavar="S",
+                        help="kill -9 the broker S seconds into the load (repeatable): how the stack recovers")
     parser.add_argument("--data-dir", help="the stack's data dir (default: a new one under /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the new data dir (logs) after the run")
     parser.add_argument("--json", help="write the samples here")
