@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,18 @@ def not_quiet(answers: Mapping[str, Answer]) -> dict[str, str]:
         elif body["quiet"] is not True:
             why[service] = "busy"
     return why
+
+
+async def still_quiet(ask: Callable[[], Awaitable[Mapping[str, Answer]]],
+                      between: Callable[[], Awaitable[object]]) -> dict[str, str]:
+    """Whether a planned broker restart may go ahead: ask every service; if all are quiet, do the
+    preparation (`between`) and ask again, so the answers that decide are the ones just before the
+    pause. Returns who is not quiet and why (empty: go ahead)."""
+    busy = not_quiet(await ask())
+    if busy:
+        return busy
+    await between()
+    return not_quiet(await ask())
 
 
 @dataclass(frozen=True)

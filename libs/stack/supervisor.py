@@ -39,7 +39,7 @@ from libs.runtime.kafka import ensure_topics
 from .databases import ExternalPostgres, migrate
 from .embedded import EmbeddedBroker, EmbeddedPostgres
 from .processes import Child, die_with_parent, free_port, resident_bytes, tail
-from .supervision import MIB, Answer, Backoff, BrokerBound, RestartPolicy, describe_exit, not_quiet
+from .supervision import MIB, Answer, Backoff, BrokerBound, RestartPolicy, describe_exit, still_quiet
 
 log = logging.getLogger("harmon.stack")
 
@@ -542,17 +542,17 @@ class Stack:
             self._spawn(name)
             await self._wait_ready(name)
 
-    async def _restart_broker(self, *, planned: bool) -> None:
+    async def _restart_broker(self, *, planned: bool, layout: dict[str, int] | None = None) -> None:
         """Start the broker again on its port and create every topic before any service sees it.
 
         Tansu creates an unknown topic with 4 partitions on any metadata request that allows it (every
         consumer and producer's does), so a service that reconnected first would make its topics with
         the wrong count. The services are paused (SIGSTOP) from before the broker listens until the
-        topics exist; their connections then find the topics as the stack made them."""
+        topics exist; their connections then find the topics as the stack made them. `planned`: stop
+        the running broker first; `layout` is what it had, read before (topics made since start)."""
         assert self._broker is not None
         async with self._broker_lock:
-            if planned:
-                self._topics.update(await self.topic_layout())
+            self._topics.update(layout or {})
             self._broker_up.clear()
             paused_at = time.monotonic()
             paused = [c for c in self._children.values() if c.signal_group(signal.SIGSTOP)]
@@ -608,9 +608,16 @@ class Stack:
                     pending_since = said = now
                     log.warning("the broker holds %d MiB (bound %d MiB): it restarts as soon as every service is "
                                 "quiet", rss // MIB, bound.max_rss_mib)
-                busy = not_quiet(await self.readyz_all(http))
-                if not busy:  # again, right before the kill: the first answers are some milliseconds old
-                    busy = not_quiet(await self.readyz_all(http))
+                layout: dict[str, int] = {}
+
+                async def read_layout() -> None:  # topics made since start; read before the last check
+                    layout.update(await self.topic_layout())
+
+                try:
+                    busy = await still_quiet(lambda: self.readyz_all(http), read_layout)
+                except Exception as exc:  # noqa: BLE001 - the broker's topics not readable: next round
+                    log.debug("broker topics not readable: %r", exc)
+                    continue
                 self.broker_restart_waiting = busy
                 if busy:
                     if now - said >= 60:
@@ -623,7 +630,7 @@ class Stack:
                             rss // MIB, now - pending_since)
                 pending_since = self.broker_restart_waiting = None
                 try:
-                    await self._restart_broker(planned=True)
+                    await self._restart_broker(planned=True, layout=layout)
                 except Exception as exc:  # noqa: BLE001 - then it is down: recover it as after a crash
                     self._recover("broker", f"did not come back from a planned restart: {str(exc).splitlines()[0]}")
                     continue

@@ -4,7 +4,7 @@ import signal
 import aiohttp
 import pytest
 
-from libs.stack.supervision import MIB, Backoff, BrokerBound, RestartPolicy, describe_exit, not_quiet
+from libs.stack.supervision import MIB, Backoff, BrokerBound, RestartPolicy, describe_exit, not_quiet, still_quiet
 
 
 def test_backoff_doubles_up_to_the_cap_and_gives_up_at_the_fifth_crash_within_the_window() -> None:
@@ -80,3 +80,44 @@ def test_the_broker_is_due_a_restart_over_its_bound_after_its_minimum_uptime() -
     assert bound.due(256 * MIB + 1, 600)
     assert not bound.due(300 * MIB, 59)  # just restarted
     assert not bound.due(None, 600)  # not running
+
+
+async def test_a_pending_restart_asks_again_right_before_the_pause() -> None:
+    quiet = (200, {**READY, "quiet": True})
+    answers = [{"gateway": quiet, "cart": quiet}, {"gateway": (200, {**READY, "quiet": False}), "cart": quiet}]
+    calls: list[str] = []
+
+    async def ask():
+        calls.append("ask")
+        return answers.pop(0)
+
+    async def between():
+        calls.append("prepare")
+
+    # quiet at first, busy a moment later: the second answer decides, so no restart
+    assert await still_quiet(ask, between) == {"gateway": "busy"}
+    assert calls == ["ask", "prepare", "ask"]
+
+
+async def test_a_busy_stack_is_not_asked_twice_nor_prepared() -> None:
+    calls: list[str] = []
+
+    async def ask():
+        calls.append("ask")
+        return {"cart": (200, READY)}
+
+    async def between():
+        calls.append("prepare")
+
+    assert await still_quiet(ask, between) == {"cart": 'no "quiet" in /readyz'}
+    assert calls == ["ask"]
+
+
+async def test_quiet_twice_goes_ahead() -> None:
+    async def ask():
+        return {"cart": (200, {**READY, "quiet": True})}
+
+    async def between():
+        return None
+
+    assert await still_quiet(ask, between) == {}
