@@ -158,14 +158,19 @@ async def test_an_existing_postgres_named_by_database_url(data_dir: Path) -> Non
 
 
 NON_ROOT_SCRIPT = """
-import asyncio, os, sys
+import asyncio, os, signal, sys, time
 from pathlib import Path
 from libs.stack.supervisor import Stack
 
 async def main() -> None:
-    stack = Stack(Path(sys.argv[1]), services=("cart",), fsync=False, database_url="")
+    stack = Stack(Path(sys.argv[1]), services=("cart",), fsync=False, database_url="", supervise=True)
     try:
         await stack.start()
+        os.kill(stack.pid("cart"), signal.SIGKILL)  # the supervisor, not root, restarts it
+        deadline = time.monotonic() + 60
+        while not stack.restarts.get("cart"):
+            assert time.monotonic() < deadline, "cart not restarted"
+            await asyncio.sleep(0.05)
         pids = stack.pids()
         assert set(pids) == {"broker", "postgres", "cart"}, pids
     finally:
