@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,9 @@ async def prepare(http: aiohttp.ClientSession, creds: dict[str, Any], bootstrap:
     return tokens
 
 
-async def _one_checkout(http: aiohttp.ClientSession, auth: dict, token: str, level: Level | None) -> None:
+async def _one_checkout(http: aiohttp.ClientSession, auth: dict, token: str,
+                        level: Callable[[], Level] | None) -> None:
+    """One cart to order; each step is recorded in the `level()` current when it ends (None: not recorded)."""
     h = {**auth, "X-Storefront-Shopper-Token": token}
 
     async def step(name: str, method: str, path: str, body: dict, ok: int, extra: dict | None = None) -> dict:
@@ -93,10 +96,10 @@ async def _one_checkout(http: aiohttp.ClientSession, auth: dict, token: str, lev
             if r.status != ok:
                 if level is None:
                     raise NotYet(f"{name}: {r.status} {payload}")
-                level.errors[f"{name} {r.status} {payload.get('error', {}).get('code')}"] += 1
+                level().errors[f"{name} {r.status} {payload.get('error', {}).get('code')}"] += 1
                 raise _StepFailed
         if level is not None:
-            level.latencies[name].append(time.perf_counter() - t0)
+            level().latencies[name].append(time.perf_counter() - t0)
         return payload
 
     cart = await step("cart", "POST", "/v1/carts", {}, 201)
@@ -106,11 +109,23 @@ async def _one_checkout(http: aiohttp.ClientSession, auth: dict, token: str, lev
     await step("price", "POST", f"{path}/price", {}, 200)
     await step("checkout", "POST", "/v1/checkout", {"cart_id": cart["id"]}, 201, {"Idempotency-Key": new_id("bench")})
     if level is not None:
-        level.orders += 1
+        level().orders += 1
 
 
 class _StepFailed(Exception):
     pass
+
+
+async def shop(http: aiohttp.ClientSession, auth: dict, token: str, level: Callable[[], Level],
+               done: Callable[[], bool]) -> None:
+    """One shopper's checkouts, one after another until `done()`; each result counts in the `level()` it ends in."""
+    while not done():
+        try:
+            await _one_checkout(http, auth, token, level)
+        except _StepFailed:
+            pass
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            level().errors[type(e).__name__] += 1
 
 
 async def run_level(http: aiohttp.ClientSession, auth: dict, tokens: list[str], shoppers: int, duration: float,
@@ -119,17 +134,9 @@ async def run_level(http: aiohttp.ClientSession, auth: dict, tokens: list[str], 
     before = meter.snapshot() if meter else {}
     stop_at = time.monotonic() + duration
 
-    async def shopper(token: str) -> None:
-        while time.monotonic() < stop_at:
-            try:
-                await _one_checkout(http, auth, token, level)
-            except _StepFailed:
-                pass
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                level.errors[type(e).__name__] += 1
-
     started = time.monotonic()
-    await asyncio.gather(*(shopper(t) for t in tokens[:shoppers]))
+    await asyncio.gather(*(shop(http, auth, t, lambda: level, lambda: time.monotonic() >= stop_at)
+                           for t in tokens[:shoppers]))
     level.seconds = time.monotonic() - started
     if meter:
         level.cpu_s = meter.since(before, meter.snapshot())

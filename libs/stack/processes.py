@@ -60,6 +60,16 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in read_text(f"/proc/{pid}/status")
 
 
+def resident_bytes(pid: int | None) -> int | None:
+    """A live process's resident memory (VmRSS), or None."""
+    if pid is None:
+        return None
+    for line in read_text(f"/proc/{pid}/status").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
@@ -83,6 +93,24 @@ class Child:
         self.name, self.log_path = name, log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.offset = 0
+        self.stopping = False  # stop() under way: an exit now is ours, not a crash
+        self.started_at = 0.0  # time.monotonic() of the latest spawn
+
+    def crashed(self) -> int | None:
+        """The exit code if the process ended without stop() or a kill through us (those clear `proc`)."""
+        if self.proc is None or self.stopping:
+            return None
+        return self.proc.poll()
+
+    def signal_group(self, sig: int) -> bool:
+        """Send `sig` to the child's process group (its own session); False if it is gone."""
+        if self.pid is None:
+            return False
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
 
     @property
     def pid(self) -> int | None:
@@ -94,6 +122,7 @@ class Child:
             log.debug("starting %s: %s", self.name, argv)
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True, **kw)
+        self.stopping, self.started_at = False, time.monotonic()
 
     async def wait_ready(self, probe: Callable[[], Awaitable[bool]], timeout: float, stop_signal: int) -> None:
         assert self.proc is not None
@@ -115,6 +144,7 @@ class Child:
         proc = self.proc
         if proc is None:
             return
+        self.stopping = True
         if proc.poll() is None:
             proc.send_signal(sig)
             deadline = time.monotonic() + timeout

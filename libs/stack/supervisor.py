@@ -1,6 +1,10 @@
 """The whole stack on one machine: broker, PostgreSQL, one database per service, topics, migrations
 and the six services as separate processes. `harmon dev` and the test suite both run it through `Stack`.
 
+With `supervise=True` (harmon dev) a part that dies without being stopped is restarted with backoff,
+and given up on after repeated crashes; `broker_bound` adds planned restarts of the embedded broker,
+whose memory storage only grows (docs/operations.md, "Supervision").
+
 Every child runs in its own session, so a Ctrl-C at the terminal reaches only the supervisor, which
 then stops things in order: services first (SIGTERM, they drain while the broker and PostgreSQL are
 still up), then PostgreSQL and the broker. Services also get SIGTERM from the kernel if the
@@ -27,18 +31,25 @@ from urllib.parse import quote
 
 import aiohttp
 
-from libs.contracts.topics import all_topic_names
+from aiokafka.admin import AIOKafkaAdminClient
+
+from libs.contracts.topics import all_topic_names, gateway_replies
 from libs.runtime.kafka import ensure_topics
 
 from .databases import ExternalPostgres, migrate
 from .embedded import EmbeddedBroker, EmbeddedPostgres
-from .processes import Child, die_with_parent, free_port, tail
+from .processes import Child, die_with_parent, free_port, resident_bytes, tail
+from .supervision import MIB, Answer, Backoff, BrokerBound, RestartPolicy, describe_exit, still_quiet
 
 log = logging.getLogger("harmon.stack")
 
 SERVICES: tuple[str, ...] = ("gateway", "cart", "pricing", "credit", "orders", "notifier")
 DEFAULT_PARTITIONS = 2
 SIGNING_SECRET_BYTES = 48  # the gateway wants at least 32 characters
+INSTANCE_ID = "1"
+WATCH_INTERVAL_S = 0.2  # how soon a crash is seen
+BOUND_INTERVAL_S = 5.0  # how often the broker's size is read; 0.5 s while a restart waits for quiet
+TAIL_LINES = 15
 
 def write_private_json(path: Path, data: Any) -> None:
     """Write `data` as JSON readable by its owner only (0600), atomically."""
@@ -117,12 +128,19 @@ class Stack:
     server). `extra_env` adds variables per service (e.g. {"orders": {"HARMON_ORDERS_STEP_TIMEOUT_S":
     "2"}}) on top of the stack's own. Ports are free ones picked at construction and kept for the
     Stack's life, so a restarted service comes back where it was.
+
+    `supervise` restarts a service, the broker or (embedded) PostgreSQL that exits without being
+    stopped, per `restart_policy`; `gave_up` names the parts it stopped trying, and `failed` is set
+    when one of them is the broker or PostgreSQL. `broker_bound` (with `supervise`) restarts the
+    embedded broker when it is due and every service says it is quiet.
     """
 
     def __init__(self, data_dir: Path | str, *, gateway_port: int | None = None,
                  partitions: int = DEFAULT_PARTITIONS, fsync: bool = True, services: Iterable[str] = SERVICES,
                  extra_env: Mapping[str, Mapping[str, str]] | None = None, database_url: str | None = None,
-                 db_prefix: str = "harmon", ready_timeout: float = 60.0, stop_timeout: float = 15.0) -> None:
+                 db_prefix: str = "harmon", ready_timeout: float = 60.0, stop_timeout: float = 15.0,
+                 supervise: bool = False, restart_policy: RestartPolicy | None = None,
+                 broker_bound: BrokerBound | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.services: tuple[str, ...] = tuple(services)
         unknown = set(self.services) - set(SERVICES)
@@ -144,6 +162,22 @@ class Stack:
         self._lock_fd: int | None = None
         self._running = False
         self.timings: dict[str, float] = {}
+        if broker_bound is not None and not supervise:
+            raise ValueError("broker_bound needs supervise=True: the supervisor does the restarts")
+        self.supervise, self.broker_bound = supervise, broker_bound
+        self.restart_policy = restart_policy or RestartPolicy()
+        self.restarts: dict[str, int] = {}  # part -> restarts after a crash
+        self.planned_broker_restarts = 0
+        # while a planned broker restart waits: service -> why it is not quiet (empty: about to restart)
+        self.broker_restart_waiting: dict[str, str] | None = None
+        self.gave_up: set[str] = set()
+        self.failed = asyncio.Event()  # the broker or PostgreSQL stays down
+        self._backoff: dict[str, Backoff] = {}
+        self._recovering: dict[str, asyncio.Task[None]] = {}
+        self._watchers: list[asyncio.Task[None]] = []
+        self._broker_up = asyncio.Event()
+        self._broker_lock = asyncio.Lock()
+        self._topics: dict[str, int] = {}
 
     # -- what callers read ------------------------------------------------------------------------
 
@@ -233,6 +267,8 @@ class Stack:
             raise
         self.timings["start"] = time.monotonic() - started
         log.info("stack ready in %.2f s: %s", self.timings["start"], ", ".join(self.services))
+        if self.supervise:
+            await self._start_supervision()
 
     async def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -308,7 +344,7 @@ class Stack:
             "HARMON_KAFKA_BOOTSTRAP": self.bootstrap,
             "HARMON_BROKER_MODE": "embedded",
             "HARMON_PARTITIONS": str(self.partitions),
-            "HARMON_INSTANCE_ID": "1",
+            "HARMON_INSTANCE_ID": INSTANCE_ID,
             _env_var(service, "DATABASE_URL"): self.dsns[service],
         })
         if service == "gateway":
@@ -385,6 +421,7 @@ class Stack:
         if not self._running:
             return
         started = time.monotonic()
+        await self._stop_supervision()
         try:
             await asyncio.gather(*(c.stop(signal.SIGTERM, self.stop_timeout) for c in self._children.values()))
         finally:
@@ -397,3 +434,206 @@ class Stack:
                 self._running = False  # a later start() begins afresh
                 self._unlock_data_dir()
         self.timings["stop"] = time.monotonic() - started
+
+    # -- supervision ----------------------------------------------------------------------------------
+
+    def _parts(self) -> dict[str, Child]:
+        """What the supervisor watches: the broker, the embedded PostgreSQL, every service."""
+        parts: dict[str, Child] = {}
+        if self._broker is not None:
+            parts["broker"] = self._broker.child
+        if isinstance(self._pg, EmbeddedPostgres):
+            parts["postgres"] = self._pg.child
+        parts.update(self._children)
+        return parts
+
+    def declared_topics(self) -> dict[str, int]:
+        """Topic -> partitions the stack creates: every declared topic and DLT, and the gateway's replies."""
+        layout = dict.fromkeys(all_topic_names(), self.partitions)
+        if "gateway" in self.services:
+            instance = self.extra_env.get("gateway", {}).get("HARMON_INSTANCE_ID", INSTANCE_ID)
+            layout[gateway_replies(instance)] = 1  # as the gateway creates it
+        return layout
+
+    async def topic_layout(self) -> dict[str, int]:
+        """Topic -> partitions as the broker has them now."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:  # no topic names: a metadata request for all topics, which creates none
+            return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()
+                    if t.get("error_code", 0) == 0}
+        finally:
+            await admin.close()
+
+    async def _start_supervision(self) -> None:
+        self._broker_up.set()
+        now = time.monotonic()
+        for name in self._parts():
+            self._backoff[name] = Backoff(self.restart_policy)
+            self._backoff[name].started(now)
+        # topics others made meanwhile (a demo's reply topic, a second gateway's) come back too
+        self._topics = {**self.declared_topics(), **await self.topic_layout()}
+        self._watchers = [asyncio.create_task(self._watch_crashes(), name="harmon-watch-crashes")]
+        if self.broker_bound is not None:
+            self._watchers.append(asyncio.create_task(self._watch_broker_size(), name="harmon-watch-broker"))
+
+    async def _stop_supervision(self) -> None:
+        tasks = [*self._watchers, *self._recovering.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._watchers, self._recovering = [], {}
+
+    async def _watch_crashes(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            for name, child in self._parts().items():
+                if name in self._recovering or name in self.gave_up:
+                    continue
+                code = child.crashed()
+                if code is not None:
+                    assert child.proc is not None
+                    pid, child.proc = child.proc.pid, None  # seen: no second report of the same exit
+                    self._recover(name, f"(pid {pid}) died: {describe_exit(code)}")
+
+    def _recover(self, name: str, what: str) -> None:
+        task = asyncio.create_task(self._recovery(name, what), name=f"harmon-recover-{name}")
+        self._recovering[name] = task
+        task.add_done_callback(lambda _: self._recovering.pop(name, None))
+
+    async def _recovery(self, name: str, what: str) -> None:
+        """Restart `name` after backoff until it is up, or give up on it. `what` says how it went down."""
+        child, backoff, policy = self._parts()[name], self._backoff[name], self.restart_policy
+        while True:
+            last_lines = tail(child.log_path, child.offset, TAIL_LINES)
+            delay = backoff.crashed(time.monotonic())
+            if delay is None:
+                stays = ("; nothing works without it, so the stack stops" if name in ("broker", "postgres")
+                         else "; the rest keeps running")
+                log.error("%s %s. It went down %d times in %.0f s: giving up, %s stays down%s. Last lines of %s:\n%s",
+                          name, what, backoff.recent, policy.window, name, stays, child.log_path, last_lines)
+                self.gave_up.add(name)
+                if name in ("broker", "postgres"):
+                    self.failed.set()
+                return
+            log.error("%s %s; restarting it in %.1f s (crash %d in %.0f s; the supervisor gives up at %d). "
+                      "Last lines of %s:\n%s", name, what, delay, backoff.recent, policy.window, policy.max_crashes,
+                      child.log_path, last_lines)
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            try:
+                await self._start_part(name)
+            except Exception as exc:  # noqa: BLE001 - a failed start is one more crash
+                what = f"did not come back: {str(exc).splitlines()[0]}"
+                continue
+            backoff.started(time.monotonic())
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            log.warning("%s is back: pid %s, up in %.1f s", name, child.pid, time.monotonic() - started)
+            return
+
+    async def _start_part(self, name: str) -> None:
+        if name == "broker":
+            await self._restart_broker(planned=False)
+        elif name == "postgres":
+            assert self._pg is not None
+            await self._pg.start()
+        else:
+            await self._broker_up.wait()  # a service started now would create topics itself
+            self._spawn(name)
+            await self._wait_ready(name)
+
+    async def _restart_broker(self, *, planned: bool, layout: dict[str, int] | None = None) -> None:
+        """Start the broker again on its port and create every topic before any service sees it.
+
+        Tansu creates an unknown topic with 4 partitions on any metadata request that allows it (every
+        consumer and producer's does), so a service that reconnected first would make its topics with
+        the wrong count. The services are paused (SIGSTOP) from before the broker listens until the
+        topics exist; their connections then find the topics as the stack made them. `planned`: stop
+        the running broker first; `layout` is what it had, read before (topics made since start)."""
+        assert self._broker is not None
+        async with self._broker_lock:
+            self._topics.update(layout or {})
+            self._broker_up.clear()
+            paused_at = time.monotonic()
+            paused = [c for c in self._children.values() if c.signal_group(signal.SIGSTOP)]
+            try:
+                if planned:
+                    await self._broker.stop()
+                await self._broker.start()
+                listening = time.monotonic()
+                by_count: dict[int, list[str]] = {}
+                for topic, count in self._topics.items():
+                    by_count.setdefault(count, []).append(topic)
+                try:
+                    for count, names in by_count.items():
+                        await ensure_topics(self.bootstrap, names, count)
+                except BaseException:
+                    await self._broker.stop()  # the next attempt starts from an empty broker again
+                    raise
+            finally:
+                for c in paused:
+                    c.signal_group(signal.SIGCONT)
+            self._broker_up.set()
+            log.info("broker on %s again: %d topics made %.0f ms after it was ready; services paused %.0f ms",
+                     self.bootstrap, len(self._topics), (time.monotonic() - listening) * 1000,
+                     (time.monotonic() - paused_at) * 1000)
+
+    async def readyz_all(self, http: aiohttp.ClientSession) -> dict[str, Answer]:
+        """Every service's /readyz at once: (status, JSON) or the error."""
+        async def one(service: str) -> Answer:
+            try:
+                async with http.get(self.readyz_url(service)) as r:
+                    return r.status, await r.json(content_type=None)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                return exc
+        return dict(zip(self.services, await asyncio.gather(*(one(s) for s in self.services))))
+
+    async def _watch_broker_size(self) -> None:
+        bound = self.broker_bound
+        assert bound is not None and self._broker is not None
+        pending_since: float | None = None
+        said = 0.0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while True:
+                await asyncio.sleep(BOUND_INTERVAL_S if pending_since is None else 0.5)
+                child = self._broker.child
+                if not self._broker_up.is_set() or "broker" in self._recovering or "broker" in self.gave_up:
+                    continue
+                rss, now = resident_bytes(child.pid), time.monotonic()
+                if not bound.due(rss, now - child.started_at):
+                    pending_since = self.broker_restart_waiting = None
+                    continue
+                assert rss is not None
+                if pending_since is None:
+                    pending_since = said = now
+                    log.warning("the broker holds %d MiB (bound %d MiB): it restarts as soon as every service is "
+                                "quiet", rss // MIB, bound.max_rss_mib)
+                layout: dict[str, int] = {}
+
+                async def read_layout() -> None:  # topics made since start; read before the last check
+                    layout.update(await self.topic_layout())
+
+                try:
+                    busy = await still_quiet(lambda: self.readyz_all(http), read_layout)
+                except Exception as exc:  # noqa: BLE001 - the broker's topics not readable: next round
+                    log.debug("broker topics not readable: %r", exc)
+                    continue
+                self.broker_restart_waiting = busy
+                if busy:
+                    if now - said >= 60:
+                        said = now
+                        log.warning("broker restart waiting %.0f s for quiet (broker %d MiB); not quiet: %s",
+                                    now - pending_since, rss // MIB,
+                                    ", ".join(f"{s} ({why})" for s, why in busy.items()))
+                    continue
+                log.warning("every service is quiet: restarting the broker (%d MiB, pending %.0f s)",
+                            rss // MIB, now - pending_since)
+                pending_since = self.broker_restart_waiting = None
+                try:
+                    await self._restart_broker(planned=True, layout=layout)
+                except Exception as exc:  # noqa: BLE001 - then it is down: recover it as after a crash
+                    self._recover("broker", f"did not come back from a planned restart: {str(exc).splitlines()[0]}")
+                    continue
+                self.planned_broker_restarts += 1
+                log.warning("broker restarted on %s (pid %s, %d MiB); topics recreated", self.bootstrap,
+                            child.pid, (resident_bytes(child.pid) or 0) // MIB)

@@ -160,14 +160,19 @@ async def test_an_existing_postgres_named_by_database_url(data_dir: Path) -> Non
 
 
 NON_ROOT_SCRIPT = """
-import asyncio, os, sys
+import asyncio, os, signal, sys, time
 from pathlib import Path
 from libs.stack.supervisor import Stack
 
 async def main() -> None:
-    stack = Stack(Path(sys.argv[1]), services=("cart",), fsync=False, database_url="")
+    stack = Stack(Path(sys.argv[1]), services=("cart",), fsync=False, database_url="", supervise=True)
     try:
         await stack.start()
+        os.kill(stack.pid("cart"), signal.SIGKILL)  # the supervisor, not root, restarts it
+        deadline = time.monotonic() + 60
+        while not stack.restarts.get("cart"):
+            assert time.monotonic() < deadline, "cart not restarted"
+            await asyncio.sleep(0.05)
         pids = stack.pids()
         assert set(pids) == {"broker", "postgres", "cart"}, pids
     finally:
@@ -254,6 +259,27 @@ async def check_bench(data_dir: Path, env: dict[str, str]) -> None:
     assert "CPU per order:" in printed
 
 
+def _service_pid(parent: int, service: str) -> int | None:
+    for pid in _children_of(parent):
+        try:
+            if f"services.{service}" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                return pid
+        except OSError:
+            pass
+    return None
+
+
+async def check_supervised(harmon_dev: int, stderr_path: Path) -> None:
+    """harmon dev restarts a service killed under it, and says so on its terminal."""
+    pid = _service_pid(harmon_dev, "notifier")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    died = f"notifier (pid {pid}) died: killed by SIGKILL (signal 9); restarting it in 0.5 s"
+    await until(lambda: "notifier is back" in stderr_path.read_text(), timeout=60, message="notifier restarted")
+    assert died in stderr_path.read_text()
+    assert _service_pid(harmon_dev, "notifier") not in (None, pid)
+
+
 async def test_harmon_dev_serves_demo_data_and_stops_cleanly_on_ctrl_c(data_dir: Path) -> None:
     port = free_port()
 
@@ -284,6 +310,8 @@ async def test_harmon_dev_serves_demo_data_and_stops_cleanly_on_ctrl_c(data_dir:
                 flow = await asyncio.to_thread(run_readme_flow, credentials_path)
                 assert '"object": "order"' in flow and '"channel": "ECOMMERCE"' in flow, flow
                 await check_bench(data_dir, env)
+            else:
+                await check_supervised(proc.pid, stderr_path)
 
             children = _children_of(proc.pid)
             assert len(children) >= 8  # broker, postgres and six services
