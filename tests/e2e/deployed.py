@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -174,3 +175,46 @@ async def place_order(base_url: str, gateway_dsn: str, bootstrap: str) -> dict:
         # the contract price of a CASE of 12 (1,100 each) and two list-price oils, each line with 15 % GCT
         assert order.body["total"] == priced.body["total"] == 13_200 + 1_980 + 1_798 + 270
         return order.body
+
+
+def harmon_command() -> list[str]:
+    script = Path(sys.executable).with_name("harmon")
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from libs.stack.cli import main; main()"]
+
+
+def operator_env() -> dict[str, str]:
+    """This process's environment without any HARMON_*: only what the test sets reaches the services."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HARMON_")} | {"PYTHONUNBUFFERED": "1"}
+
+
+async def run_external_mode(data_dir: Path, bootstrap: str, dsns: Mapping[str, str], *, partitions: int = 2,
+                            while_running: Callable[[Processes], Awaitable[None]] | None = None) -> dict:
+    """`harmon migrate`, then the six services in external mode on `bootstrap` and `dsns`; ready, one
+    order, `while_running`, then SIGTERM: each must exit 0. Returns the order."""
+    from libs.stack.supervisor import SERVICES
+
+    procs = Processes(data_dir / "logs")
+    common = {"HARMON_BROKER_MODE": "external", "HARMON_KAFKA_BOOTSTRAP": bootstrap,
+              "HARMON_PARTITIONS": str(partitions)}
+    try:
+        await procs.run_to_end(Launch("migrate", "migrate", [*harmon_command(), "migrate"], operator_env() | common
+                                      | {f"HARMON_{s.upper()}_DATABASE_URL": dsn for s, dsn in dsns.items()}, data_dir))
+        for service in SERVICES:
+            port = free_port()
+            env = operator_env() | common | {f"HARMON_{service.upper()}_DATABASE_URL": dsns[service],
+                                             "HARMON_INSTANCE_ID": f"ext-{service}"}
+            if service == "gateway":
+                env |= {"HARMON_GATEWAY_PORT": str(port), "HARMON_GATEWAY_SIGNING_SECRET": secrets.token_urlsafe(48)}
+            else:
+                env[f"HARMON_{service.upper()}_HEALTH_PORT"] = str(port)
+            procs.start(Launch(service, service, [sys.executable, "-m", f"services.{service}"], env, data_dir, port))
+        await procs.wait_ready()
+        gateway_port = procs.children["gateway"][0].health_port
+        order = await place_order(f"http://127.0.0.1:{gateway_port}", dsns["gateway"], bootstrap)
+        if while_running is not None:
+            await while_running(procs)
+        codes = await procs.stop()
+        assert codes == {s: 0 for s in SERVICES}, codes
+        return order
+    finally:
+        await procs.kill()
