@@ -26,6 +26,12 @@ def test_verify_full_checks_the_chain_against_sslrootcert_and_the_host_name(ca):
     assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "harmon test CA"),),)]
 
 
+def test_sslrootcert_system_trusts_the_systems_certificate_authorities():
+    context = tls_option("verify-full", "system")
+    assert isinstance(context, ssl.SSLContext) and context.check_hostname is True
+    assert context.verify_mode == ssl.CERT_REQUIRED
+
+
 def test_verify_ca_checks_the_chain_but_not_the_name(ca):
     context = engine_args(f"{DSN}?sslmode=verify-ca&sslrootcert={ca}")[1]["ssl"]
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname is False
