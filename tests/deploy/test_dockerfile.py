@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,16 @@ def test_build_context_holds_what_the_image_copies_and_no_secrets():
                      "tests/conftest.py", "deploy/compose.yaml", "libs/runtime/__pycache__/db.cpython-311.pyc"):
         assert ignored(kept_out), f"{kept_out} would be sent to the builder"
     assert not [p for p in sent if "__pycache__" in p or p.endswith(".pyc")]
+
+
+def test_the_installed_project_holds_every_file_the_services_need(tmp_path):
+    """The image runs what `pip install .` installs, not the checkout: a file the package data leaves
+    out (a migration, a template) would be missing only there."""
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp_path),
+                           str(PROJECT_ROOT)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    installed = set(zipfile.ZipFile(wheel).namelist())
+    checkout = {str(p.relative_to(PROJECT_ROOT)) for top in ("libs", "services") for p in (PROJECT_ROOT / top).rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+    assert not checkout - installed, sorted(checkout - installed)
