@@ -1,8 +1,12 @@
 """Each service's own database: engine, sessions, and the outbox and inbox tables every service has."""
 
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from .scoping import ScopedSession
@@ -16,10 +20,61 @@ def async_url(dsn: str) -> str:
     raise ValueError("database URL must start with postgresql://")
 
 
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_TLS_PARAMS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+
+def tls_option(sslmode: str = "prefer", sslrootcert: str | None = None, sslcert: str | None = None,
+               sslkey: str | None = None) -> bool | str | ssl.SSLContext:
+    """libpq's TLS parameters as asyncpg's `ssl` argument (asyncpg.connect has no `sslmode`).
+
+    As libpq: verify-ca checks the chain against `sslrootcert` (`system`: the system's CAs; absent:
+    ~/.postgresql/root.crt), verify-full also the host name; require with a root certificate is verify-ca.
+    """
+    if sslmode not in SSL_MODES:
+        raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}, not {sslmode!r}")
+    if sslmode == "disable":
+        return False
+    if sslmode == "require" and sslrootcert:
+        sslmode = "verify-ca"
+    if sslmode in ("allow", "prefer") or (sslmode == "require" and not sslcert):
+        return sslmode  # no verification to set up: asyncpg negotiates these itself
+    if sslmode == "require":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    else:
+        root = sslrootcert or str(Path.home() / ".postgresql" / "root.crt")
+        if root != "system" and not Path(root).is_file():
+            raise ValueError(f"sslmode={sslmode} needs the CA certificate: sslrootcert={root} is not a file")
+        context = ssl.create_default_context(cafile=None if root == "system" else root)
+        context.check_hostname = sslmode == "verify-full"
+    if sslcert:
+        context.load_cert_chain(sslcert, sslkey)
+    return context
+
+
+def engine_args(dsn: str) -> tuple[str, dict[str, Any]]:
+    """The asyncpg URL of a DSN and its connect_args: libpq's `sslmode`, `sslrootcert`, `sslcert` and
+    `sslkey` leave the URL (SQLAlchemy would pass them to asyncpg as keywords it refuses) for `ssl`."""
+    url = make_url(async_url(dsn))
+    tls = {k: url.query[k] for k in _TLS_PARAMS if k in url.query}
+    if not tls:
+        return async_url(dsn), {}
+    if any(not isinstance(v, str) for v in tls.values()):
+        raise ValueError(f"each of {', '.join(tls)} may appear once in the database URL")
+    url = url.difference_update_query(_TLS_PARAMS)
+    return url.render_as_string(hide_password=False), {"ssl": tls_option(**tls)}
+
+
+def make_async_engine(dsn: str, **kw: Any) -> AsyncEngine:
+    url, connect_args = engine_args(dsn)
+    return create_async_engine(url, connect_args=connect_args, **kw)
+
+
 def make_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
     # No pre-ping (a round trip per transaction): a connection that died is invalidated on first
     # use; the message is handled again once the database answers (libs/runtime/failures.py: DOWN).
-    return create_async_engine(async_url(dsn), pool_size=pool_size, max_overflow=pool_size)
+    return make_async_engine(dsn, pool_size=pool_size, max_overflow=pool_size)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

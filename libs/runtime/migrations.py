@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from alembic import command, context
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .db import async_url
+from .db import async_url, make_async_engine
 
 
 def alembic_config(migrations_dir: Path, dsn: str | None = None) -> Config:
@@ -73,7 +73,7 @@ def run_env(metadata: sa.MetaData) -> None:
             context.run_migrations()
 
     async def run_online() -> None:
-        engine = create_async_engine(context.config.get_main_option("sqlalchemy.url"))
+        engine = make_async_engine(context.config.get_main_option("sqlalchemy.url"))
         async with engine.connect() as conn:
             await _run_sync(conn, do_run)
         await engine.dispose()

@@ -49,6 +49,9 @@ class ServiceSettings(BaseSettings):
 
     database_url: str = Field(description="postgresql://role:password@host:port/db of this service's own database")
     health_port: int = Field(0, ge=0, description="port of /healthz, /readyz, /metrics (0: any free port)")
+    # 0.0.0.0 in a container, where probes and the metrics scraper come from outside it
+    health_host: str = Field("127.0.0.1", validation_alias=_common("health_host"),
+                             description="address /healthz, /readyz and /metrics of a back-end service listen on")
     db_pool_size: int = Field(10, ge=1)
 
     @property
