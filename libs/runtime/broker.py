@@ -51,7 +51,7 @@ async def bounded(awaitable, timeout_s: float, what: str) -> bool:
 
 
 class LinkListener(Protocol):
-    async def on_broker_lost(self) -> None: ...
+    async def on_broker_lost(self, *, commit: bool) -> None: ...
     async def on_broker_back(self) -> None: ...
 
 
@@ -79,6 +79,9 @@ class BrokerLink:
         self._lost_at = 0.0
         self.generation = 0  # +1 each time the broker is back; consumers made since know no stale offsets
         self._replayed = -1  # the generation whose lost records were replayed
+        self._planned_until = 0.0  # a planned restart of a quiet broker is announced until then
+        self._letting_go = False
+        self.let_go = False  # consumers and producer closed for an announced restart
 
     # -- what the rest of the service uses ---------------------------------------------------------
 
@@ -126,12 +129,31 @@ class BrokerLink:
         log.debug("%s: broker suspected (%r)", self.client_id, error)
         self._wake.set()
 
+    def expect_planned_restart(self, window_s: float = 30.0) -> None:
+        """`harmon dev` is about to restart its embedded broker while every service is quiet (its bound,
+        docs/operations.md): let go of it now (consumers closed with their offsets committed, producer
+        closed), and when it is back there is nothing to replay: every record was consumed."""
+        if self.expecting_restart:
+            return
+        self._planned_until = time.monotonic() + window_s
+        self._letting_go = True
+        self._wake.set()
+
+    @property
+    def expecting_restart(self) -> bool:
+        return time.monotonic() < self._planned_until
+
     async def replay_lost_records(self) -> None:
         """Re-send what the broker lost (once per recovery): called by a consumer that found its group's
         committed offsets gone right after it rejoined."""
         if self._replayed == self.generation:
             return
         self._replayed = self.generation
+        if self.expecting_restart:
+            self._planned_until = 0.0
+            log.warning("%s: the broker was restarted as planned while everything was consumed; nothing to replay",
+                        self.client_id)
+            return
         self.emptied += 1
         log.warning("%s: the broker lost our records; re-sending outbox rows of the last %.0f s",
                     self.client_id, self.settings.outbox_replay_s)
@@ -221,7 +243,10 @@ class BrokerLink:
                 pass
             self._wake.clear()
             try:
-                if self.state == "up":
+                if self.state == "up" and self._letting_go:
+                    self._letting_go = False
+                    await self._lose("letting go of it for a planned restart", empty=False, planned=True)
+                elif self.state == "up":
                     status = await self._probe_once()
                     empty = status == "empty" or self._suspect_empty
                     if status != "ok" or empty:
@@ -239,25 +264,31 @@ class BrokerLink:
                 log.exception("%s: broker watch failed; trying again", self.client_id)
                 await asyncio.sleep(1.0)
 
-    async def _lose(self, reason: str, *, empty: bool) -> None:
+    async def _lose(self, reason: str, *, empty: bool, planned: bool = False) -> None:
         self.state = "lost"
         self._up.clear()
         self.lost_reason = reason
-        self.losses += 1
         self._empty_seen = empty
         self._suspect_empty = False
         self._lost_at = time.monotonic()
-        log.warning("%s: broker %s lost (%s): consumption paused, publishing held (the outbox keeps every "
-                    "row), /readyz 503; recovering", self.client_id, self.settings.kafka_bootstrap, reason)
+        if planned:
+            log.info("%s: %s; consumption and publishing wait for it", self.client_id, reason)
+        else:
+            self.losses += 1
+            log.warning("%s: broker %s lost (%s): consumption paused, publishing held (the outbox keeps every "
+                        "row), /readyz 503; recovering", self.client_id, self.settings.kafka_bootstrap, reason)
         for listener in self._listeners:
-            await listener.on_broker_lost()
-        await self._close_producer(flush=False)
+            await listener.on_broker_lost(commit=planned)
+        self._suspect_empty = False  # what the closing consumers saw of the broker meanwhile is this loss
+        await self._close_producer(flush=planned)
+        self.let_go = planned  # /readyz says so: harmon dev restarts the broker once every service has
 
     async def _try_recover(self) -> None:
         status = await self._probe_once()
         if status == "unreachable":
             return
         empty = self._empty_seen or status == "empty"
+        planned = self.expecting_restart
         log.info("%s: the broker answers again; recreating missing topics and the producer", self.client_id)
         try:
             await self._connect()
@@ -265,10 +296,16 @@ class BrokerLink:
             log.info("%s: broker answers but is not usable yet (%r)", self.client_id, e)
             return
         self.generation += 1
+        self.let_go = False
         self._set_up()
-        log.warning("%s: broker back after %.1f s; consuming and publishing again", self.client_id,
-                    time.monotonic() - self._lost_at)
-        if empty:
+        if planned:  # every record was consumed before it was let go of: nothing to replay
+            self._replayed, self._planned_until = self.generation, 0.0
+            log.info("%s: broker back after its planned restart (%.1f s)", self.client_id,
+                     time.monotonic() - self._lost_at)
+        else:
+            log.warning("%s: broker back after %.1f s; consuming and publishing again", self.client_id,
+                        time.monotonic() - self._lost_at)
+        if empty and not planned:
             await self.replay_lost_records()
         for listener in self._listeners:
             await listener.on_broker_back()

@@ -129,6 +129,8 @@ class Consumer:
         self._stopping = False
         self._positioned.clear()
         self._task = asyncio.create_task(self._run(consumer))
+        if self.group_id is None:  # a reader from the latest offset must know where that is before it is used
+            self._positioning = asyncio.create_task(self._position_quietly())
 
     async def _stop_inner(self, *, commit: bool) -> None:
         self._stopping = True
@@ -149,9 +151,10 @@ class Consumer:
             await bounded(consumer.stop(), 5.0 if commit else 1.0, f"{self.name}: consumer close")
         self._next.clear()
 
-    async def on_broker_lost(self) -> None:
-        """Drop everything tied to the lost broker: uncommitted offsets, skip-guard state, the consumer."""
-        await self._stop_inner(commit=False)
+    async def on_broker_lost(self, *, commit: bool) -> None:
+        """Drop everything tied to the lost broker: uncommitted offsets (committed first when it is let go
+        of on purpose), skip-guard state, the consumer."""
+        await self._stop_inner(commit=commit)
 
     async def on_broker_back(self) -> None:
         if self.link._replayed == self.link.generation:  # the link already knows our records were lost
@@ -170,6 +173,16 @@ class Consumer:
                     self._positioned.set()
                     return
                 await asyncio.sleep(0.02)
+
+    @property
+    def positioned(self) -> bool:
+        return self._positioned.is_set() and self._consumer is not None
+
+    async def _position_quietly(self) -> None:
+        try:
+            await self.wait_positioned()
+        except (TimeoutError, KafkaError) as e:
+            log.warning("%s: not positioned (%r); the broker link will notice and rebuild it", self.name, e)
 
     def pause(self, reason: str) -> None:
         if self._paused is None:
@@ -222,13 +235,13 @@ class Consumer:
                 self.link.suspect(e)
                 await asyncio.sleep(0.2)
                 continue
-            if not batch:
-                continue
-            self.in_flight += 1
-            try:
-                await asyncio.gather(*(self._partition(consumer, tp, records) for tp, records in batch.items()))
-            finally:
-                self.in_flight -= 1
+            if batch:
+                self.in_flight += 1
+                try:
+                    await asyncio.gather(*(self._partition(consumer, tp, records) for tp, records in batch.items()))
+                finally:
+                    self.in_flight -= 1
+            self._check_high_watermarks(consumer)
 
     async def _partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         for rec in records:
@@ -249,11 +262,18 @@ class Consumer:
                 self._committer.processed(consumer, tp.topic, tp.partition, rec.offset)
                 self._committed_once.add(tp)
         hw = consumer.highwater(tp)
-        if hw is not None:
-            if hw < self._read.get(tp, 0):
+        if hw is not None and self._on_lag is not None:
+            self._on_lag(tp, max(0, hw - self._next.get(tp, hw)))
+
+    def _check_high_watermarks(self, consumer: AIOKafkaConsumer) -> None:
+        """A partition whose high-watermark (from the last fetch) is below an offset already read: the broker
+        came back without its records. Checked after every fetch, records or not: a reader left at an offset
+        the new log does not have yet may be answered with nothing, rather than with an offset error."""
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is not None and hw < self._read.get(tp, 0):
                 log.warning("%s: %s[%d] high-watermark %d is below offset %d already read: the broker lost its "
                             "records", self.name, tp.topic, tp.partition, hw, self._read[tp])
                 self._read.clear()
                 self.link.suspect(f"{tp.topic}[{tp.partition}] emptied", empty=True)
-            if self._on_lag is not None:
-                self._on_lag(tp, max(0, hw - self._next.get(tp, hw)))
+                return

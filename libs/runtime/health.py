@@ -39,6 +39,8 @@ def readiness_checks(ctx: ServiceContext, head: str | None) -> Callable[[], Awai
             and not ctx.extras.get("draining", False)
         )
         result["quiet"] = result["ready"] and await is_quiet(ctx)
+        result["expecting_broker_restart"] = ctx.link.expecting_restart
+        result["let_go_of_broker"] = ctx.link.let_go
         return result
 
     return check

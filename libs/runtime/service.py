@@ -52,6 +52,8 @@ def build_context(spec: ServiceSpec) -> ServiceContext:
 async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
     """Start everything, wait for `stop`, then drain in-flight messages and close."""
     ctx = build_context(spec)
+    # harmon dev announces a planned restart of its embedded broker (libs/stack/supervisor.py)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, ctx.link.expect_planned_restart)
     health = HealthServer(ctx, head_revision(spec.migrations_dir))
     port = await health.start(spec.settings.health_port)
     log.info("%s health on 127.0.0.1:%d", spec.name, port)

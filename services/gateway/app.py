@@ -32,11 +32,12 @@ from .config import Settings
 from .correlator import Correlator
 from .cors import cors_middleware
 from .errors import INVALID_REQUEST, ApiError, body_invalid, error_middleware
+from .hold import Hold
 from .idempotency import IdempotencyStore, idempotency_middleware
 from .ratelimit import Limits, RateLimiter
 from .routes import (carts, checkout, docs, expected_version, health, orders, parse_body, products,
                      shopper_tokens)
-from .state import (BODY, CALLER, CORRELATOR, DRAINING, ENGINE, EXPECTED_VERSION, IDEMPOTENCY, JSON_BODY, LOOKUPS, METRICS,
+from .state import (BODY, CALLER, CORRELATOR, DRAINING, ENGINE, EXPECTED_VERSION, HOLD, IDEMPOTENCY, JSON_BODY, LOOKUPS, METRICS,
                      RATE_LIMITER, SERVICE, SESSIONMAKER, SETTINGS, TOKENS, endpoint_of)
 from .tables import runtime
 
@@ -138,6 +139,27 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+class _ReleaseHoldWhenBack:
+    """After a planned broker restart, held requests go on once replies can be read again."""
+
+    def __init__(self, hold: Hold, correlator: Correlator):
+        self._hold, self._correlator = hold, correlator
+        self._task: asyncio.Task | None = None
+
+    async def on_broker_lost(self, *, commit: bool) -> None:
+        pass
+
+    async def on_broker_back(self) -> None:
+        async def release() -> None:
+            for _ in range(500):  # 10 s at most; the hold ends by itself anyway
+                if self._correlator.ready:
+                    break
+                await asyncio.sleep(0.02)
+            self._hold.release("the broker is back")
+        if self._hold.holding:
+            self._task = asyncio.create_task(release())
+
+
 async def messaging(app: web.Application) -> AsyncIterator[None]:
     """Broker link, the customers consumer and the correlator's reply consumer, positioned before any request."""
     settings = app[SETTINGS]
@@ -150,6 +172,7 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
     customers.register(ctx)
     open_subscriptions(ctx)
     correlator = Correlator(ctx, settings.request_timeout_s)
+    link.listen(_ReleaseHoldWhenBack(app[HOLD], correlator))
     await link.start()
     try:
         await start_subscriptions(ctx)
@@ -187,9 +210,11 @@ async def housekeeping(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
+    hold = Hold(settings.hold_max_s)
     app = web.Application(
         middlewares=[
-            request_context_middleware(), cors_middleware(settings.public_origin), error_middleware(), auth_middleware(),
+            request_context_middleware(), hold.middleware(), cors_middleware(settings.public_origin), error_middleware(),
+            auth_middleware(),
             body_middleware(settings.max_body_bytes), idempotency_middleware(),
         ],
         client_max_size=settings.max_body_bytes,
@@ -206,6 +231,7 @@ def create_app(settings: Settings) -> web.Application:
         Limits(settings.rate_limit, settings.mint_rate_limit, settings.failed_auth_rate_limit),
         settings.forwarded_hops, app[METRICS])
     app[DRAINING] = {"draining": False}
+    app[HOLD] = hold
     app[health.HEAD] = head_revision(MIGRATIONS)
     app.cleanup_ctx.extend([database, messaging, housekeeping])
     for module in (health, shopper_tokens, products, carts, checkout, orders):

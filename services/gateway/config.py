@@ -35,6 +35,8 @@ class Settings(ServiceSettings):
     request_timeout_s: float = Field(10.0, gt=0)
     checkout_timeout_s: float = Field(15.0, gt=0)
     idempotency_lease_s: float = Field(30.0, gt=0)
+    # longest a request waits while `harmon dev` restarts its embedded broker (services/gateway/hold.py)
+    hold_max_s: float = Field(5.0, gt=0, le=30)
     idempotency_retention_h: float = Field(24.0, ge=24, description="records are kept at least this long")
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # rate limits, in limits' notation (`100/second`, `5/10 seconds`); a tenant's own replace the per-key two

@@ -46,7 +46,8 @@ class Correlator:
 
     @property
     def ready(self) -> bool:
-        return self._ctx.link.up and bool(self.consumer.assignment())
+        """The broker is usable and the reply reader knows where it reads from (no reply can slip by)."""
+        return self._ctx.link.up and self.consumer.positioned and bool(self.consumer.assignment())
 
     @property
     def in_flight(self) -> int:

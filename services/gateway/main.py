@@ -14,7 +14,7 @@ from libs.runtime.logs import setup_logging
 from .app import create_app
 from .config import Settings
 from .edge import GatewayRunner, quiet_aiohttp_server_log
-from .state import DRAINING
+from .state import DRAINING, HOLD, SERVICE
 
 log = logging.getLogger("harmon.gateway")
 
@@ -34,6 +34,10 @@ def load_settings() -> Settings:
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app = create_app(settings)
     quiet_aiohttp_server_log()
+    loop = asyncio.get_running_loop()  # harmon dev holds new requests while it restarts its broker (hold.py)
+    loop.add_signal_handler(signal.SIGUSR2, app[HOLD].start)
+    loop.add_signal_handler(signal.SIGHUP, app[HOLD].release)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: app[SERVICE].link.expect_planned_restart())
     runner = GatewayRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=settings.checkout_timeout_s + 5)
     await runner.setup()

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .auth import Caller, Shopper, ShopperTokens
     from .config import Settings
     from .correlator import Correlator
+    from .hold import Hold
     from .idempotency import IdempotencyStore
     from .ratelimit import RateLimiter
 
@@ -28,6 +29,7 @@ SERVICE: web.AppKey["ServiceContext"] = web.AppKey("service")
 CORRELATOR: web.AppKey["Correlator"] = web.AppKey("correlator")
 IDEMPOTENCY: web.AppKey["IdempotencyStore"] = web.AppKey("idempotency")
 RATE_LIMITER: web.AppKey["RateLimiter"] = web.AppKey("rate_limiter")
+HOLD: web.AppKey["Hold"] = web.AppKey("hold")  # new requests wait while the embedded broker restarts
 DRAINING = web.AppKey("draining", dict)  # {"draining": True} once shutdown starts, so /readyz fails first
 
 CALLER: web.RequestKey["Caller"] = web.RequestKey("caller")

@@ -5,7 +5,7 @@ from aiohttp import web
 
 from libs.runtime.migrations import current_revision
 
-from ..state import CORRELATOR, DRAINING, ENGINE, METRICS, SERVICE
+from ..state import CORRELATOR, DRAINING, ENGINE, HOLD, METRICS, SERVICE
 
 HEAD = web.AppKey("migrations_head", str)
 
@@ -39,7 +39,10 @@ async def readyz(request: web.Request) -> web.Response:
         and result["reply_subscriber"] == "assigned" and not app[DRAINING]["draining"]
     )
     # quiet: nothing in flight (the embedded broker's supervised restart waits for it)
-    result["quiet"] = result["ready"] and correlator.in_flight == 0 and all(c.quiet for c in service.consumers)
+    result["quiet"] = (result["ready"] and app[HOLD].admitted == 0 and correlator.in_flight == 0
+                       and all(c.quiet for c in service.consumers))
+    result["expecting_broker_restart"] = service.link.expecting_restart
+    result["let_go_of_broker"] = service.link.let_go
     return web.json_response(result, status=200 if result["ready"] else 503)
 
 
