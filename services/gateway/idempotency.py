@@ -1,4 +1,4 @@
-"""`Idempotency-Key` on POST (DESIGN §4): the first final answer is stored and replayed; 5xx never is.
+"""`Idempotency-Key` on POST (docs/api.md, "Idempotency"): the first final answer is stored and replayed; 5xx never is.
 
 A record is claimed with INSERT … ON CONFLICT under a lease. The same key with another request is
 409 idempotency_key_mismatch; while the lease is live a second request is 409 idempotency_key_in_use;

@@ -1,4 +1,4 @@
-"""The checkout saga (DESIGN.md §6): PlaceOrder → FreezeCart → PriceLines → ReserveCredit → order, or compensation.
+"""The checkout saga (docs/architecture.md, "The checkout saga"): PlaceOrder → FreezeCart → PriceLines → ReserveCredit → order, or compensation.
 
 Each step runs in one transaction: the checkout row is locked, moved to its next state, and the
 next command (and any reply to the waiting gateway) is written to the outbox with it.

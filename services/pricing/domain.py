@@ -9,7 +9,7 @@ from libs.contracts.fields import MAX_AMOUNT
 from libs.contracts.money import DEFAULT_CURRENCY, TaxCategory, tax_half_up
 from libs.contracts.pricing import LinesPriced, LineToPrice, PricedLine, PriceSource
 
-# DESIGN §8: the most specific level that has an applicable price wins.
+# docs/api.md ("Objects", pricing): the most specific level that has an applicable price wins.
 PRECEDENCE: tuple[PriceSource, ...] = ("customer", "price_list", "list")
 
 
@@ -95,7 +95,7 @@ def price_line(line_id: str, sku: str, base_quantity: int, price: ResolvedPrice,
 def price_cart(cart_id: str, lines: Sequence[LineToPrice], tax_categories: Mapping[str, TaxCategory],
                candidates: Mapping[str, Sequence[PriceCandidate]], customer_id: str | None,
                price_list_id: str | None, rates_bp: Mapping[str, int]) -> LinesPriced:
-    """Price every line for this customer; totals are sums of the rounded lines (DESIGN §8).
+    """Price every line for this customer; totals are sums of the rounded lines (docs/api.md, "Objects", pricing).
 
     `tax_categories` names the active products; a sku missing there, or with no applicable
     price, is `sku_unknown`. Lines must all resolve to one currency.

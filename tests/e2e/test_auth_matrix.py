@@ -2,7 +2,7 @@
 
 The routes come from the gateway's own route table (each with its `@endpoint` requirements), checked
 against the served /openapi.json, so a new route joins the matrix by itself and fails it until CASES
-says what it does. `expected()` is the order of checks of DESIGN.md §4 written out once; every cell
+says what it does. `expected()` is the order of checks of docs/api.md ("Authentication") written out once; every cell
 asserts the exact status and error code it gives. All cells run once, concurrently in small batches,
 in a module fixture; each cell is then its own test item, so a product bug is one precise xfail.
 """

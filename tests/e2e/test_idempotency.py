@@ -1,4 +1,4 @@
-"""`Idempotency-Key` under load and across a crash (DESIGN §4): one effect per key, whatever the client does."""
+"""`Idempotency-Key` under load and across a crash (docs/api.md, "Idempotency"): one effect per key, whatever the client does."""
 
 import asyncio
 import contextlib

@@ -24,7 +24,7 @@ from libs.stack.demo import ErpPublisher, TenantKeys
 from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres
 from libs.stack.processes import free_port
 from libs.stack.supervisor import SERVICES, Stack
-from tests.conftest import discard_data_dir, fresh_data_dir, until, unwritten_services
+from tests.conftest import discard_data_dir, fresh_data_dir, until
 from tests.integration.test_embedded import run_as_nobody
 
 CART_ONLY = ("cart",)
@@ -239,8 +239,6 @@ def run_readme_flow(credentials_path: Path) -> str:
     return done.stdout
 
 
-@pytest.mark.skipif(bool(unwritten_services(SERVICES)),
-                    reason=f"harmon dev needs all six services; not written yet: {unwritten_services(SERVICES)}")
 async def check_bench(data_dir: Path, env: dict[str, str]) -> None:
     """`harmon bench` against the running stack: real orders, no errors, and the CPU of every part per order."""
     out = data_dir / "bench.json"

@@ -153,6 +153,7 @@ def test_every_catalogue_code_is_documented(doc):
 
 
 def test_error_examples_sit_under_their_status_with_their_type(doc):
+    checked = 0
     for method, path, op in operations(doc):
         for status, response in op["responses"].items():
             for example in examples_of(response["content"]["application/json"]):
@@ -161,6 +162,8 @@ def test_error_examples_sit_under_their_status_with_their_type(doc):
                 code = example["error"]["code"]
                 assert (int(status), example["error"]["type"]) == ERRORS[code][:2], (method, path, code)
                 assert code in response["description"]
+                checked += 1
+    assert checked >= len(ERRORS) - len(ROUTE_LEVEL), f"only {checked} error examples: the document lost them"
 
 
 def test_every_operation_documents_the_auth_errors_its_declaration_implies(doc):
