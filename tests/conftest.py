@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,15 +110,25 @@ async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
     if missing:  # a failure, not a skip: a renamed service must not turn the end-to-end suite into skips
         pytest.fail(f"services without a main.py: {', '.join(missing)} "
                     "(HARMON_TEST_SERVICES=cart,... runs the stack with fewer)")
-    data_dir = fresh_data_dir("harmon-test-stack-")
     # The embedded server always: a shared HARMON_DATABASE_URL server would mix test and dev databases.
-    stack = Stack(data_dir, fsync=False, services=services, extra_env=TEST_ENV, database_url="")
+    async with running_stack("harmon-test-stack-", lambda: request.session.testsfailed,
+                             fsync=False, services=services) as stack:
+        yield stack
+
+
+@asynccontextmanager
+async def running_stack(prefix: str, failed: Callable[[], object], **options: Any) -> AsyncIterator[Stack]:
+    """A started Stack (the test env, the embedded PostgreSQL) on a fresh data dir, stopped afterwards; its
+    data dir is removed, or kept and reported when `failed()` says the tests failed (its logs are scanned
+    for secrets either way)."""
+    data_dir = fresh_data_dir(prefix)
+    stack = Stack(data_dir, extra_env=TEST_ENV, database_url="", **options)
     try:
         await stack.start()
         yield stack
     finally:
         await stack.stop()
-        if request.session.testsfailed:
+        if failed():
             print(f"\nstack data dir kept for the failures above (service logs in {stack.logs_dir})")
             assert_no_secrets(data_dir)
         else:

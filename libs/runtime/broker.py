@@ -81,6 +81,7 @@ class BrokerLink:
         self._replayed = -1  # the generation whose lost records were replayed
         self._planned_until = 0.0  # a planned restart of a quiet broker is announced until then
         self._letting_go = False
+        self._slow = 0  # probes in a row that got no answer in time
         self.let_go = False  # consumers and producer closed for an announced restart
 
     # -- what the rest of the service uses ---------------------------------------------------------
@@ -221,14 +222,14 @@ class BrokerLink:
     # -- watching and recovering -----------------------------------------------------------------------
 
     async def _probe_once(self) -> str:
-        """"ok", "empty" (reachable, but one of our topics is gone) or "unreachable"."""
+        """One of: ok; empty (reachable, one of our topics gone); slow (no answer in 3 s); unreachable."""
         assert self._probe is not None
         task = asyncio.ensure_future(self._probe.fetch_all_metadata())
         done, _ = await asyncio.wait({task}, timeout=3.0)
-        if not done:
+        if not done:  # slow, not refused: a loaded machine, or a broker going away
             task.cancel()
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            return "unreachable"
+            return "slow"
         if task.cancelled() or task.exception() is not None:
             return "unreachable"
         present = task.result().topics()
@@ -249,6 +250,10 @@ class BrokerLink:
                 elif self.state == "up":
                     status = await self._probe_once()
                     empty = status == "empty" or self._suspect_empty
+                    # one slow answer on a busy machine is not a lost broker; two in a row are
+                    self._slow = self._slow + 1 if status == "slow" else 0
+                    if status == "slow" and self._slow < 2:
+                        continue
                     if status != "ok" or empty:
                         await self._lose("it came back without our topics or offsets" if empty else "unreachable",
                                          empty=empty)
@@ -285,7 +290,7 @@ class BrokerLink:
 
     async def _try_recover(self) -> None:
         status = await self._probe_once()
-        if status == "unreachable":
+        if status in ("unreachable", "slow"):
             return
         empty = self._empty_seen or status == "empty"
         planned = self.expecting_restart

@@ -69,7 +69,8 @@ class Consumer:
         self.in_flight = 0
         self._read: dict[TopicPartition, int] = {}  # highest offset read + 1, per partition (emptiness check)
         self._next: dict[TopicPartition, int] = {}  # next offset to handle (lag)
-        self._committed_once: set[TopicPartition] = set()  # partitions whose offsets this group committed
+        # partitions whose offsets the broker took from us: if the group then has none, the broker lost them
+        self._committed_once: set[TopicPartition] = set()
         self._positioned = asyncio.Event()
         link.listen(self)
 
@@ -125,7 +126,8 @@ class Consumer:
         consumer.subscribe(self.topics, listener=_Rebalance(self))
         self._consumer = consumer
         self._guard = self._make_guard()
-        self._committer = OffsetCommitter(self.name, on_error=self.link.suspect) if self.group_id else None
+        self._committer = (OffsetCommitter(self.name, on_error=self.link.suspect, on_committed=self._committed_once.update)
+                           if self.group_id else None)
         self._stopping = False
         self._positioned.clear()
         self._task = asyncio.create_task(self._run(consumer))
@@ -260,7 +262,6 @@ class Consumer:
             self._next[tp] = rec.offset + 1
             if self._committer is not None:
                 self._committer.processed(consumer, tp.topic, tp.partition, rec.offset)
-                self._committed_once.add(tp)
         hw = consumer.highwater(tp)
         if hw is not None and self._on_lag is not None:
             self._on_lag(tp, max(0, hw - self._next.get(tp, hw)))

@@ -68,9 +68,11 @@ class OffsetCommitter:
     while a commit is in flight) only means the message is delivered again, and the inbox drops it.
     """
 
-    def __init__(self, name: str, on_error: Callable[[BaseException], None] | None = None):
+    def __init__(self, name: str, on_error: Callable[[BaseException], None] | None = None,
+                 on_committed: Callable[[Iterable[TopicPartition]], None] | None = None):
         self._name = name
         self._on_error = on_error  # told of a failed commit: the broker link probes at once
+        self._on_committed = on_committed  # told which partitions' offsets the broker took
         self._failures = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[TopicPartition, int] = {}
@@ -95,6 +97,8 @@ class OffsetCommitter:
             return
         try:
             await self._consumer.commit(offsets)
+            if self._on_committed is not None:
+                self._on_committed(offsets)
         except (CommitFailedError, IllegalStateError) as e:
             log.info("%s: offsets not committed (%r); those messages may come again and the inbox drops them",
                      self._name, e)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 
 from libs.contracts.erp import CreditLimitUpsert, CustomerUpsert, PriceUpsert, ProductUpsert
 from libs.contracts.ids import CUSTOMER, new_id
@@ -94,6 +95,8 @@ async def _one_checkout(http: aiohttp.ClientSession, auth: dict, token: str,
         async with http.request(method, path, json=body, headers={**h, **(extra or {})}) as r:
             payload = await r.json(content_type=None)
             if r.status != ok:
+                if r.status == 401 and payload.get("error", {}).get("code") == "shopper_token_expired":
+                    raise _TokenExpired
                 if level is None:
                     raise NotYet(f"{name}: {r.status} {payload}")
                 level().errors[f"{name} {r.status} {payload.get('error', {}).get('code')}"] += 1
@@ -116,6 +119,16 @@ class _StepFailed(Exception):
     pass
 
 
+class _TokenExpired(Exception):
+    """The shopper token outlived its TTL (a run longer than HARMON_GATEWAY_TOKEN_TTL_S): mint another."""
+
+
+async def _renewed(http: aiohttp.ClientSession, auth: dict, token: str) -> str:
+    customer = jwt.decode(token, options={"verify_signature": False})["sub"]  # our own token, to learn whose
+    async with http.post("/v1/shopper_tokens", json={"customer_id": customer}, headers=auth) as r:
+        return (await r.json())["token"] if r.status == 201 else token
+
+
 async def shop(http: aiohttp.ClientSession, auth: dict, token: str, level: Callable[[], Level],
                done: Callable[[], bool]) -> None:
     """One shopper's checkouts, one after another until `done()`; each result counts in the `level()` it ends in."""
@@ -124,6 +137,8 @@ async def shop(http: aiohttp.ClientSession, auth: dict, token: str, level: Calla
             await _one_checkout(http, auth, token, level)
         except _StepFailed:
             pass
+        except _TokenExpired:
+            token = await _renewed(http, auth, token)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             level().errors[type(e).__name__] += 1
 

@@ -115,7 +115,7 @@ class BrokerBound:
     planned restart: its resident memory is over `max_rss_mib`, and it has run `min_uptime_s` (so a
     threshold below a fresh broker's own size cannot make a restart loop)."""
 
-    max_rss_mib: float = 256.0
+    max_rss_mib: float = 100.0
     min_uptime_s: float = 60.0
 
     def due(self, rss_bytes: int | None, uptime_s: float) -> bool:

@@ -5,7 +5,6 @@ embedded broker's bound: a planned restart under steady load fails no request.""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import time
@@ -22,7 +21,7 @@ from libs.contracts.ids import new_id
 from libs.stack.demo import ErpPublisher, create_tenant_with_keys
 from libs.stack.supervision import BrokerBound
 from libs.stack.supervisor import Stack
-from tests.conftest import TEST_ENV, discard_data_dir, fresh_data_dir, until
+from tests.conftest import running_stack, until
 
 from .conftest import Shop, erp_settled, publish_shop, shop_of
 from .storefront import Storefront
@@ -35,19 +34,11 @@ RECOVERY_S = 15.0
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def chaos_stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
-    data_dir = fresh_data_dir("harmon-chaos-")
     # fsync on: the suite's other stacks trade crash durability for speed (synchronous_commit=off loses the
     # last commits on a kill -9), and this one kills PostgreSQL
-    stack = Stack(data_dir, fsync=True, extra_env=TEST_ENV, database_url="", supervise=True)
-    try:
-        await stack.start()
+    async with running_stack("harmon-chaos-", lambda: request.session.testsfailed, fsync=True,
+                             supervise=True) as stack:
         yield stack
-    finally:
-        await stack.stop()
-        if request.session.testsfailed:
-            print(f"\nchaos stack data dir kept for the failures above: {stack.logs_dir}")
-        else:
-            discard_data_dir(data_dir)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -211,16 +202,10 @@ async def _no_active_sagas(stack: Stack, shop: Shop) -> bool:
 async def test_the_broker_bound_restarts_it_under_steady_load_and_no_request_fails():
     """The bound's planned restart needs a quiet stack; under steady load the gateway holds new requests
     for it (services/gateway/hold.py): the broker restarts, and every request is still answered."""
-    data_dir = fresh_data_dir("harmon-bound-")
-    supervisor_log = logging.FileHandler(data_dir / "supervisor.log")
-    supervisor_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.getLogger("harmon.stack").addHandler(supervisor_log)
-    failed = True
+    failed = [True]
     # a bound every fresh broker is over, after 10 s of uptime: restarts while the shoppers shop
-    stack = Stack(data_dir, fsync=True, extra_env=TEST_ENV, database_url="", supervise=True,
-                  broker_bound=BrokerBound(max_rss_mib=1, min_uptime_s=10))
-    try:
-        await stack.start()
+    async with running_stack("harmon-bound-", lambda: failed[0], fsync=True, supervise=True,
+                             broker_bound=BrokerBound(max_rss_mib=1, min_uptime_s=10)) as stack:
         keys = await create_tenant_with_keys(stack.dsns["gateway"], f"Bound {new_id('t')}", False)
         shop = shop_of(keys)
         async with ErpPublisher(stack.bootstrap) as erp:
@@ -239,12 +224,4 @@ async def test_the_broker_bound_restarts_it_under_steady_load_and_no_request_fai
         assert set(ledger.answers) == {201}, f"requests failed across a planned restart: {dict(ledger.answers)}"
         assert not stack.restarts, "a planned restart is not a crash"
         print(f"\n{stack.planned_broker_restarts} planned broker restart(s) under load; {len(ledger.orders)} orders")
-        failed = False
-    finally:
-        await stack.stop()
-        logging.getLogger("harmon.stack").removeHandler(supervisor_log)
-        supervisor_log.close()
-        if failed:
-            print(f"\nbound stack data dir kept for the failures above: {stack.logs_dir}")
-        else:
-            discard_data_dir(data_dir)
+        failed[0] = False
