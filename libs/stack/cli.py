@@ -5,6 +5,7 @@
     harmon bench [--shoppers N,N] [--seconds S]   checkout benchmark against a running `harmon dev`
     harmon tenants create NAME | update TEN | list   tenants (and their rate limits) in the gateway's database
     harmon keys create|list|revoke|rotate    a tenant's API keys (a full key is printed once, at creation)
+    harmon dlt list|replay TOPIC             a topic's dead letters: what and why, and re-driving them after a fix
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from libs.contracts.topics import all_topic_names
 
 from .admin_cli import add_admin_parsers, add_signing_key_parsers
 from .databases import migrate
+from .dlt import add_dlt_parsers
 from .supervision import BrokerBound
 from .supervisor import DEFAULT_PARTITIONS, SERVICES, Stack
 
@@ -252,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_parsers(commands)
     add_signing_key_parsers(commands)
+    add_dlt_parsers(commands)
     return parser
 
 
