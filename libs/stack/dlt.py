@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from libs.contracts.envelope import Envelope
 from libs.contracts.fields import CONTROLS
+from libs.contracts.topics import GATEWAY_REPLIES_PREFIX
 
 from .admin_cli import EXIT_FAILED, EXIT_USAGE, CommandError, _table
 from .processes import alive
@@ -76,7 +77,7 @@ def describe(partition: int, offset: int, timestamp_ms: int, key: bytes | None, 
             letter.message_id = raw["message_id"] if isinstance(raw.get("message_id"), str) else None
         return letter
     letter.type, letter.message_id, letter.decodes = env.type, env.message_id, True
-    letter.extra = {"tenant_id": env.tenant_id, "livemode": env.livemode}
+    letter.extra = {"tenant_id": env.tenant_id, "livemode": env.livemode, "reply_to": env.reply_to}
     return letter
 
 
@@ -139,7 +140,7 @@ async def read_dead_letters(bootstrap: str, dlt: str, partitions: int, limit: in
 
     tps = [TopicPartition(dlt, p) for p in range(partitions)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                client_id="harmon-dlt", request_timeout_ms=10000)
+                                client_id="harmon-dlt", request_timeout_ms=10000, fetch_max_wait_ms=100)
     await consumer.start()
     try:
         consumer.assign(tps)
@@ -285,6 +286,10 @@ async def run_replay(args: argparse.Namespace) -> int:
     verb = "would send" if args.dry_run else "sent"
     print(f"{verb} {len(rows)} of {len(letters)} dead letter(s) from {dlt} to their source topic")
     print(_table(("DEAD LETTER", "KEY", "TYPE", "MESSAGE ID", "TO" if args.dry_run else "SENT TO"), rows))
+    answered = [d.position for d in chosen if str(d.extra.get("reply_to") or "").startswith(GATEWAY_REPLIES_PREFIX)]
+    if answered:  # the client was told it failed, and may have retried since
+        print(f"note: {', '.join(answered)} came from HTTP requests whose clients were answered with an error "
+              "at the time; a replay carries them out now, with nobody waiting for the answer")
     return 0
 
 

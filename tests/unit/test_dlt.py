@@ -28,7 +28,7 @@ def test_either_name_gives_the_dlt_and_its_source():
 def test_a_dead_letter_that_decodes():
     d = describe(3, 7, 1_764_600_000_000, b"cart_1", ENV.to_bytes(), HEADERS)
     assert (d.type, d.message_id, d.decodes, d.position) == ("CreateCart", ENV.message_id, True, "3:7")
-    assert d.extra == {"tenant_id": "ten_1", "livemode": True}
+    assert d.extra == {"tenant_id": "ten_1", "livemode": True, "reply_to": None}
     assert d.headers["harmon-dlt-source-topic"] == "cart.commands.v1"
 
 
