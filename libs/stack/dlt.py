@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from .processes import alive
 DLT_SUFFIX = ".dlt"
 HEADER_PREFIX = "harmon-dlt-"
 REPLAY_HEADER = "harmon-replay-of"  # on a replayed record: which dead letter it came from
-READ_TIMEOUT_S = 30.0
+STALL_S = 30.0  # reading gives up when no record came for this long
 _CONTROL = re.compile(f"[{CONTROLS}]")
 
 
@@ -45,7 +46,7 @@ class DeadLetter:
     type: str | None = None
     message_id: str | None = None
     decodes: bool = False  # as this version's envelope
-    extra: dict[str, Any] = field(default_factory=dict)  # tenant_id, livemode when it decodes
+    extra: dict[str, Any] = field(default_factory=dict)  # tenant_id, livemode, reply_to when it decodes
 
     @property
     def position(self) -> str:
@@ -133,33 +134,60 @@ async def _partitions(bootstrap: str, *names: str) -> dict[str, int]:
         await admin.close()
 
 
-async def read_dead_letters(bootstrap: str, dlt: str, partitions: int, limit: int | None = None,
-                            timeout_s: float = READ_TIMEOUT_S) -> list[DeadLetter]:
-    """Every record of `dlt` from the beginning to its end when asked (the first `limit` by time)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+class DltReader:
+    """Reads a `.dlt` topic's records by position, with no consumer group (nothing is committed)."""
 
-    tps = [TopicPartition(dlt, p) for p in range(partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                client_id="harmon-dlt", request_timeout_ms=10000, fetch_max_wait_ms=100)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        begin = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
-        want = {tp: end[tp] if limit is None else min(end[tp], begin[tp] + limit) for tp in tps}
-        expected = {tp: begin[tp] for tp in tps}  # the next offset: a DLT has no gaps of its own
-        sought: dict[TopicPartition, int] = {}
-        for tp in tps:
-            consumer.seek(tp, begin[tp])
+    def __init__(self, bootstrap: str, dlt: str, partitions: int, stall_s: float = STALL_S) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415 (only these commands need it)
+
+        self.dlt, self.stall_s = dlt, stall_s
+        self._tps = {p: TopicPartition(dlt, p) for p in range(partitions)}
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                          client_id="harmon-dlt", request_timeout_ms=10000, fetch_max_wait_ms=100)
+        self.ranges: dict[int, tuple[int, int]] = {}  # partition -> (first offset, end offset)
+
+    async def __aenter__(self) -> "DltReader":
+        await self._consumer.start()
+        try:
+            tps = list(self._tps.values())
+            self._consumer.assign(tps)
+            begin = await self._consumer.beginning_offsets(tps)
+            end = await self._consumer.end_offsets(tps)
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        self.ranges = {p: (begin[tp], end[tp]) for p, tp in self._tps.items()}
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    @property
+    def total(self) -> int:
+        return sum(e - b for b, e in self.ranges.values())
+
+    async def read(self, windows: dict[int, tuple[int, int]],
+                   keep: Callable[[int, int], bool] = lambda p, o: True) -> list[DeadLetter]:
+        """The records in each partition's [start, stop) that `keep`, oldest first."""
+        consumer = self._consumer
+        todo = {self._tps[p]: (start, stop) for p, (start, stop) in windows.items() if start < stop}
+        expected = {tp: start for tp, (start, _) in todo.items()}  # the next offset: a DLT has no gaps of its own
+        sought: dict[Any, int] = {}
+        consumer.pause(*(tp for tp in self._tps.values() if tp not in todo))
+        consumer.resume(*todo)
+        for tp, (start, _) in todo.items():
+            consumer.seek(tp, start)
         letters: list[DeadLetter] = []
-        deadline = time.monotonic() + timeout_s
-        while any(expected[tp] < want[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                short = {tp.partition: (expected[tp], want[tp]) for tp in tps if expected[tp] < want[tp]}
-                raise CommandError(f"{dlt}: not read to its end within {timeout_s:.0f} s (partition: (at, end)) {short}")
-            for tp, records in (await consumer.getmany(*tps, timeout_ms=500)).items():
+        stalled_at = time.monotonic() + self.stall_s
+        while any(expected[tp] < stop for tp, (_, stop) in todo.items()):
+            if time.monotonic() > stalled_at:
+                short = {tp.partition: (expected[tp], stop) for tp, (_, stop) in todo.items() if expected[tp] < stop}
+                raise CommandError(f"{self.dlt}: no records came for {self.stall_s:.0f} s; "
+                                   f"partition: (at, end) {short}")
+            for tp, records in (await consumer.getmany(*todo, timeout_ms=500)).items():
+                stop = todo[tp][1]
                 for rec in records:
-                    if rec.offset < expected[tp] or rec.offset >= want[tp]:
+                    if rec.offset < expected[tp] or rec.offset >= stop:
                         continue
                     if rec.offset > expected[tp] and sought.get(tp) != expected[tp]:
                         # the embedded broker may skip a record for a reader (docs/architecture.md): read
@@ -167,13 +195,15 @@ async def read_dead_letters(bootstrap: str, dlt: str, partitions: int, limit: in
                         sought[tp] = expected[tp]
                         consumer.seek(tp, expected[tp])
                         break
-                    letters.append(describe(rec.partition, rec.offset, rec.timestamp, rec.key, rec.value,
-                                            rec.headers))
+                    stalled_at = time.monotonic() + self.stall_s
                     expected[tp] = rec.offset + 1
+                    if keep(rec.partition, rec.offset):
+                        letters.append(describe(rec.partition, rec.offset, rec.timestamp, rec.key, rec.value,
+                                                rec.headers))
+                if expected[tp] >= stop:
+                    consumer.pause(tp)
         letters.sort(key=lambda d: (d.timestamp_ms, d.partition, d.offset))
-        return letters if limit is None else letters[:limit]
-    finally:
-        await consumer.stop()
+        return letters
 
 
 # --- the commands ----------------------------------------------------------------------------------
@@ -211,7 +241,10 @@ async def run_list(args: argparse.Namespace) -> int:
     counts = await _partitions(bootstrap, dlt)
     if dlt not in counts:
         raise CommandError(f"no topic {dlt} on {bootstrap}")
-    letters = await read_dead_letters(bootstrap, dlt, counts[dlt], args.limit)
+    async with DltReader(bootstrap, dlt, counts[dlt]) as reader:
+        # the first N of each partition hold the first N of all (each partition is in time order)
+        windows = {p: (b, e if args.limit is None else min(e, b + args.limit)) for p, (b, e) in reader.ranges.items()}
+        letters = (await reader.read(windows))[:args.limit]
     if args.json:
         print(json.dumps([_as_json(d) for d in letters], indent=2))  # ASCII: no control character reaches the terminal
     elif not letters:
@@ -222,26 +255,28 @@ async def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chosen(letters: list[DeadLetter], wanted: list[str], dlt: str) -> list[DeadLetter]:
-    """`P:N` names one record; a bare `N` only when a single partition has that offset."""
-    by_position = {d.position: d for d in letters}
-    chosen: list[DeadLetter] = []
+def positions(wanted: list[str], ranges: dict[int, tuple[int, int]], dlt: str) -> list[tuple[int, int]]:
+    """`P:N` names one record; a bare `N` only when a single partition has that offset. In the order given."""
+    chosen: list[tuple[int, int]] = []
     for raw in wanted:
         text = raw.strip()
-        if re.fullmatch(r"\d+:\d+", text):
-            found = [by_position[text]] if text in by_position else []
+        if m := re.fullmatch(r"(\d+):(\d+)", text):
+            partition, offset = int(m[1]), int(m[2])
+            first, end = ranges.get(partition, (0, 0))
+            found = [partition] if first <= offset < end else []
         elif text.isdigit():
-            found = [d for d in letters if d.offset == int(text)]
+            offset = int(text)
+            found = [p for p, (b, e) in sorted(ranges.items()) if b <= offset < e]
             if len(found) > 1:
-                raise CommandError(f"offset {text} is in partitions {', '.join(str(d.partition) for d in found)} of "
-                                   f"{dlt}; say which: {' or '.join(d.position for d in found)}", EXIT_USAGE)
+                raise CommandError(f"offset {text} is in partitions {', '.join(map(str, found))} of {dlt}; say "
+                                   f"which: {' or '.join(f'{p}:{offset}' for p in found)}", EXIT_USAGE)
         else:
             raise CommandError(f"--offset {raw!r}: give PARTITION:OFFSET as `harmon dlt list` shows it, or OFFSET",
                                EXIT_USAGE)
         if not found:
             raise CommandError(f"no record {text} on {dlt} (see `harmon dlt list {dlt}`)")
-        if found[0] not in chosen:
-            chosen.append(found[0])
+        if (found[0], offset) not in chosen:
+            chosen.append((found[0], offset))
     return chosen
 
 
@@ -255,8 +290,21 @@ async def run_replay(args: argparse.Namespace) -> int:
     counts = await _partitions(bootstrap, dlt)
     if dlt not in counts:
         raise CommandError(f"no topic {dlt} on {bootstrap}")
-    letters = await read_dead_letters(bootstrap, dlt, counts[dlt])
-    chosen = letters if args.all else _chosen(letters, args.offset, dlt)
+    async with DltReader(bootstrap, dlt, counts[dlt]) as reader:
+        total = reader.total
+        if args.all:
+            chosen = await reader.read(reader.ranges)
+        else:
+            picked = positions(args.offset, reader.ranges, dlt)
+            by_partition: dict[int, list[int]] = {}
+            for p, o in picked:
+                by_partition.setdefault(p, []).append(o)
+            windows = {p: (min(offsets), max(offsets) + 1) for p, offsets in by_partition.items()}
+            found = {d.position: d for d in await reader.read(windows, lambda p, o: (p, o) in picked)}
+            gone = [f"{p}:{o}" for p, o in picked if f"{p}:{o}" not in found]
+            if gone:  # the broker's retention removed them meanwhile
+                raise CommandError(f"could not read {', '.join(gone)} from {dlt}")
+            chosen = [found[f"{p}:{o}"] for p, o in picked]  # as asked
     targets = {d.position: d.headers.get(HEADER_PREFIX + "source-topic") or source for d in chosen}
     present = await _partitions(bootstrap, *set(targets.values()))
     missing = sorted(set(targets.values()) - set(present))
@@ -272,19 +320,18 @@ async def run_replay(args: argparse.Namespace) -> int:
         await producer.start()
     try:
         for d in chosen:
-            target = targets[d.position]
-            where = "(dry run: not sent)"
-            if producer is not None:
+            where = target = targets[d.position]
+            if producer is not None:  # the key picks the partition, as for the original
                 sent = await producer.send_and_wait(
                     target, d.value, key=d.key, headers=[(REPLAY_HEADER, f"{dlt}:{d.position}".encode())])
                 where = f"{target}[{sent.partition}]@{sent.offset}"
             rows.append((d.position, printable(d.key), printable(d.type) if d.type else "?",
-                         printable(d.message_id), target if producer is None else where))
+                         printable(d.message_id), where))
     finally:
         if producer is not None:
             await producer.stop()
     verb = "would send" if args.dry_run else "sent"
-    print(f"{verb} {len(rows)} of {len(letters)} dead letter(s) from {dlt} to their source topic")
+    print(f"{verb} {len(rows)} of {total} dead letter(s) from {dlt} to their source topic")
     print(_table(("DEAD LETTER", "KEY", "TYPE", "MESSAGE ID", "TO" if args.dry_run else "SENT TO"), rows))
     answered = [d.position for d in chosen if str(d.extra.get("reply_to") or "").startswith(GATEWAY_REPLIES_PREFIX)]
     if answered:  # the client was told it failed, and may have retried since

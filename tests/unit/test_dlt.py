@@ -12,7 +12,7 @@ from libs.contracts import cart
 from libs.contracts.envelope import Envelope
 from libs.stack.admin_cli import CommandError
 from libs.stack.cli import build_parser
-from libs.stack.dlt import _chosen, _text, broker_address, describe, dlt_and_source, printable
+from libs.stack.dlt import _text, broker_address, describe, dlt_and_source, positions, printable
 
 HEADERS = [("harmon-dlt-class", b"permanent"), ("harmon-dlt-reason", b"IntegrityError: \x1b[31mno\x07"),
            ("harmon-dlt-source-topic", b"cart.commands.v1"), ("harmon-dlt-partition", b"3"),
@@ -55,24 +55,27 @@ def test_what_reaches_the_terminal_has_no_control_characters():
     assert printable(None) == "-" and printable("caf\u00e9") == "caf\u00e9"
 
 
-LETTERS = [describe(p, o, 0, b"k", ENV.to_bytes(), HEADERS) for p, o in [(0, 0), (0, 1), (1, 0), (1, 5)]]
+RANGES = {0: (0, 2), 1: (0, 6), 2: (3, 3)}  # partition -> (first offset, end): 2 is empty, retention took 0-2
 
 
 def test_a_replay_picks_by_partition_and_offset():
-    assert [d.position for d in _chosen(LETTERS, ["1:0", "0:1", "1:0"], "t.dlt")] == ["1:0", "0:1"]
-    assert [d.position for d in _chosen(LETTERS, ["5"], "t.dlt")] == ["1:5"]  # only one partition has it
+    assert positions(["1:0", "0:1", "1:0"], RANGES, "t.dlt") == [(1, 0), (0, 1)]
+    assert positions(["5"], RANGES, "t.dlt") == [(1, 5)]  # only one partition has it
 
 
 @pytest.mark.parametrize("wanted, code, says", [
     (["0"], 2, "0:0 or 1:0"),  # in two partitions: say which
     (["2:0"], 1, "no record 2:0"),
+    (["2:3"], 1, "no record 2:3"),
+    (["0:2"], 1, "no record 0:2"),
+    (["7:0"], 1, "no record 7:0"),
     (["9"], 1, "no record 9"),
     (["-1"], 2, "PARTITION:OFFSET"),
     (["a:b"], 2, "PARTITION:OFFSET"),
 ])
 def test_a_replay_refuses_what_it_cannot_find_exactly(wanted, code, says):
     with pytest.raises(CommandError) as info:
-        _chosen(LETTERS, wanted, "t.dlt")
+        positions(wanted, RANGES, "t.dlt")
     assert info.value.code == code and says in str(info.value)
 
 
