@@ -27,9 +27,10 @@ def asyncapi_document(version: str = "1") -> dict[str, Any]:
     for name, cls in types.items():
         schema = cls.model_json_schema(ref_template=_REF, mode="serialization")
         schemas.update(schema.pop("$defs", {}))
-        # the discriminator: a payload without it is refused, although the field has a default in Python
-        schema["required"] = ["type", *(r for r in schema.get("required", []) if r != "type")]
         schemas[name] = schema
+    for name in types:  # after the loop: a payload nested in another (OrderView in OrderList) comes as a $def too
+        # the discriminator: a payload without it is refused, although the field has a default in Python
+        schemas[name]["required"] = ["type", *(r for r in schemas[name].get("required", []) if r != "type")]
     envelope = Envelope.model_json_schema(ref_template=_REF, mode="serialization")
     envelope.pop("$defs", None)
     envelope["properties"]["payload"] = {"description": "the typed payload; its `type` equals the envelope's"}
