@@ -105,10 +105,12 @@ def broker_address(args: argparse.Namespace) -> str:
         raise CommandError("which broker? give --bootstrap HOST:PORT or --data-dir DIR (a running `harmon dev`), "
                            "or set HARMON_KAFKA_BOOTSTRAP", EXIT_USAGE)
     try:
-        pid = int((data_dir / "stack.lock").read_text().strip())
+        pid: int | None = int((data_dir / "stack.lock").read_text().strip())
+    except PermissionError:
+        pid = -1  # another user's stack: credentials.json (0600 too) says the rest
     except (OSError, ValueError):
         pid = None
-    if pid is None or not alive(pid):
+    if pid is None or (pid > 0 and not alive(pid)):
         raise CommandError(f"no `harmon dev` is running in {data_dir}; start it with: harmon dev --data-dir {data_dir}")
     try:
         return json.loads(credentials.read_text())["kafka_bootstrap"]

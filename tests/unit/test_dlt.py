@@ -115,3 +115,13 @@ async def test_replay_needs_to_be_told_which(capsys):
         build_parser().parse_args(["dlt", "replay", "t", "--all", "--offset", "0:1"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["dlt", "list", "t", "--limit", "0"])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_another_users_stack_is_said_to_be_unreadable_not_stopped(tmp_path):
+    for name in ("credentials.json", "stack.lock"):
+        (tmp_path / name).write_text("{}")
+        (tmp_path / name).chmod(0)
+    with pytest.raises(CommandError) as info:
+        broker_address(args("--data-dir", str(tmp_path)))
+    assert "Permission denied" in str(info.value) and "not running" not in str(info.value)
