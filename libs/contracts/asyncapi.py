@@ -6,6 +6,13 @@ from . import topics
 from .envelope import AnyMessage, Envelope
 
 _REF = "#/components/schemas/{model}"
+COMPATIBILITY = (
+    "Every message is an Envelope (tenant_id, livemode, ids, times) around a typed payload, whose `type` "
+    "names it. Version 1 changes only by adding optional fields and new message types: ignore a field you "
+    "do not know, and skip a message type you do not know. Nothing is removed, renamed or retyped within v1. "
+    "Records you publish on erp.*.v1 must not carry fields this document does not list: such a record is "
+    "dead-lettered (a misspelt optional field would otherwise take its default)."
+)
 
 
 def _payload_types() -> dict[str, type]:
@@ -21,6 +28,9 @@ def asyncapi_document(version: str = "1") -> dict[str, Any]:
         schema = cls.model_json_schema(ref_template=_REF, mode="serialization")
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
+    for name in types:  # after the loop: a payload nested in another (OrderView in OrderList) comes as a $def too
+        # the discriminator: a payload without it is refused, although the field has a default in Python
+        schemas[name]["required"] = ["type", *(r for r in schemas[name].get("required", []) if r != "type")]
     envelope = Envelope.model_json_schema(ref_template=_REF, mode="serialization")
     envelope.pop("$defs", None)
     envelope["properties"]["payload"] = {"description": "the typed payload; its `type` equals the envelope's"}
@@ -52,7 +62,7 @@ def asyncapi_document(version: str = "1") -> dict[str, Any]:
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "Harmon Storefront topics", "version": version,
-                 "description": "Every message is an Envelope (tenant_id, livemode, ids, times) around a typed payload."},
+                 "description": COMPATIBILITY},
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,

@@ -1,4 +1,13 @@
-"""The base of every payload, and the one failure reply all services share."""
+"""The base of every payload, and the one failure reply all services share.
+
+v1 grows only by optional fields and new message types, so a receiver ignores a field it does not
+know (a newer sender's): a rolling deploy, or an ERP consumer built from an older `asyncapi.v1.json`,
+keeps working. Ignored means dropped, not carried along: a service never re-emits a field it cannot
+vouch for (`Envelope.to_bytes` writes only what this version knows; a dead letter keeps the original
+bytes). The ERP's records (`erp.py`) are the exception: input from outside, refused on an unknown
+field as the HTTP API refuses one, since a misspelt optional field would otherwise silently take
+its default (a customer's price becoming the list price).
+"""
 
 from typing import Literal
 
@@ -6,9 +15,15 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Message(BaseModel):
-    """A typed payload; `type` is its discriminator on the wire."""
+    """A typed payload; `type` is its discriminator on the wire. Unknown fields are ignored (dropped)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Record(Message):
+    """A record the ERP publishes: an unknown (misspelt) field is refused, and the record dead-lettered."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Failure(Message):

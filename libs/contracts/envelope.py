@@ -35,7 +35,7 @@ AnyMessage = Annotated[
 class Envelope(BaseModel):
     """Metadata every message carries; `type` mirrors the payload's discriminator."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)  # see base.py: ignored, never re-emitted
 
     message_id: Token = Field(default_factory=lambda: new_id(MESSAGE))
     type: str = ""

@@ -1,18 +1,19 @@
 """Master data the ERP publishes on `erp.*.v1`. Upserts are idempotent: the newest record for an id wins.
 
-Every field is one of `fields`' kinds; a record that breaks one goes to `<topic>.dlt` at once.
+Every field is one of `fields`' kinds; a record that breaks one, or has a field these models do not know,
+goes to `<topic>.dlt` at once.
 """
 
 from typing import Literal
 
 from pydantic import Field
 
-from .base import Message
+from .base import Record
 from .fields import Code, Count, Currency, CustomerId, Minor, Name, Sku, Terms, Uom
 from .money import TaxCategory
 
 
-class CustomerUpsert(Message):
+class CustomerUpsert(Record):
     type: Literal["CustomerUpsert"] = "CustomerUpsert"
     customer_id: CustomerId
     name: Name
@@ -22,7 +23,7 @@ class CustomerUpsert(Message):
     price_list_id: Code | None = None
 
 
-class ProductUpsert(Message):
+class ProductUpsert(Record):
     type: Literal["ProductUpsert"] = "ProductUpsert"
     sku: Sku
     name: Name
@@ -32,7 +33,7 @@ class ProductUpsert(Message):
     active: bool = True
 
 
-class PriceUpsert(Message):
+class PriceUpsert(Record):
     """A price per base unit: customer-specific, a price list's, or (neither set) the list price."""
 
     type: Literal["PriceUpsert"] = "PriceUpsert"
@@ -46,7 +47,7 @@ class PriceUpsert(Message):
     active: bool = True
 
 
-class CreditLimitUpsert(Message):
+class CreditLimitUpsert(Record):
     type: Literal["CreditLimitUpsert"] = "CreditLimitUpsert"
     customer_id: CustomerId = Field(description="the account the limit applies to (a bill-to account)")
     limit: Minor

@@ -5,6 +5,7 @@
     harmon bench [--shoppers N,N] [--seconds S]   checkout benchmark against a running `harmon dev`
     harmon tenants create NAME | update TEN | list   tenants (and their rate limits) in the gateway's database
     harmon keys create|list|revoke|rotate    a tenant's API keys (a full key is printed once, at creation)
+    harmon dlt list|replay TOPIC             a topic's dead letters: what and why, and re-driving them after a fix
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from libs.contracts.topics import all_topic_names
 
 from .admin_cli import add_admin_parsers, add_signing_key_parsers
 from .databases import migrate
+from .dlt import add_dlt_parsers
 from .supervision import BrokerBound
 from .supervisor import DEFAULT_PARTITIONS, SERVICES, Stack
 
@@ -186,12 +188,27 @@ async def run_bench_command(args: argparse.Namespace) -> int:
 
 async def run_asyncapi(args: argparse.Namespace) -> int:
     from libs.contracts.asyncapi import asyncapi_document  # noqa: PLC0415 (only this command needs it)
+    from libs.contracts.compat import breaking_changes  # noqa: PLC0415
 
-    text = json.dumps(asyncapi_document(), indent=2) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
+    document = asyncapi_document()
+    text = json.dumps(document, indent=2) + "\n"
+    if not args.output:
         sys.stdout.write(text)
+        return 0
+    output = Path(args.output)
+    try:
+        before = json.loads(output.read_text())
+    except (OSError, ValueError):
+        before = None  # nothing (readable) to keep compatible with
+    if isinstance(before, dict) and "asyncapi" in before and not args.allow_breaking:
+        # refreshing a committed v1 document must not quietly accept a break (docs/topics.md)
+        breaks = breaking_changes(before, json.loads(text))
+        if breaks:
+            print(f"harmon asyncapi: {output} not written: this version breaks it:\n  " + "\n  ".join(breaks) +
+                  "\nadd optional fields or new message types instead; --allow-breaking writes it anyway",
+                  file=sys.stderr)
+            return 1
+    output.write_text(text)
     return 0
 
 
@@ -229,11 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=run_bench_command)
 
     spec = commands.add_parser("asyncapi", help="the AsyncAPI 3.0 document of every topic and message, for ERP integrators")
-    spec.add_argument("-o", "--output", metavar="FILE", help="write it here instead of stdout")
+    spec.add_argument("-o", "--output", metavar="FILE",
+                      help="write it here instead of stdout; an AsyncAPI document already there is kept if the "
+                           "new one would break it (a field removed, renamed, retyped or made required)")
+    spec.add_argument("--allow-breaking", action="store_true", help="overwrite FILE even so")
     spec.set_defaults(run=run_asyncapi)
 
     add_admin_parsers(commands)
     add_signing_key_parsers(commands)
+    add_dlt_parsers(commands)
     return parser
 
 

@@ -58,3 +58,16 @@ async def test_harmon_asyncapi_writes_the_document(tmp_path):
     args = build_parser().parse_args(["asyncapi", "-o", str(tmp_path / "asyncapi.json")])
     assert await args.run(args) == 0
     assert json.loads((tmp_path / "asyncapi.json").read_text()) == json.loads(json.dumps(asyncapi_document()))
+
+
+def test_every_payload_requires_its_type_and_only_erp_records_refuse_extra_fields():
+    doc = asyncapi_document()
+    schemas = doc["components"]["schemas"]
+    for name in _payload_types():
+        assert schemas[name]["required"][0] == "type", name  # the discriminator: without it nothing parses
+        assert schemas[name]["properties"]["type"]["const"] == name
+        # readers built from the document must accept a field v1 adds later; we refuse one only from the ERP
+        closed = schemas[name].get("additionalProperties") is False
+        assert closed == name.endswith("Upsert"), name
+    assert all(s.get("additionalProperties") is not False for n, s in schemas.items() if not n.endswith("Upsert"))
+    assert "ignore a field you do not know" in doc["info"]["description"]
