@@ -28,17 +28,25 @@ from .settings import ServiceSettings
 log = logging.getLogger("harmon.broker")
 
 
-async def bounded(awaitable, timeout_s: float, what: str) -> bool:
-    """Await `awaitable` for at most `timeout_s`; past that, leave it cancelled behind and go on.
+async def _finish_within(awaitable, timeout_s: float) -> asyncio.Task | None:
+    """The finished task, or None: past `timeout_s` it is cancelled and left behind (its error retrieved).
 
     Closing a client of a broker that is gone can wait on requests that never end, and a plain
     `wait_for` would then wait for the cancellation too; recovery must not hang on it.
     """
     task = asyncio.ensure_future(awaitable)
     done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if not done:
-        task.cancel()
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no "never retrieved" noise
+    if done:
+        return task
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no "never retrieved" noise
+    return None
+
+
+async def bounded(awaitable, timeout_s: float, what: str) -> bool:
+    """Await `awaitable` for at most `timeout_s`, logging what went wrong; True if it finished cleanly."""
+    task = await _finish_within(awaitable, timeout_s)
+    if task is None:
         log.info("%s did not finish within %.0f s; left behind", what, timeout_s)
         return False
     if task.cancelled():  # (task.exception() would raise CancelledError into the caller)
@@ -65,15 +73,12 @@ class BrokerLink:
         self.probe_interval_s = probe_interval_s
         self.state = "starting"  # starting → up ⇄ lost → stopped
         self.lost_reason = ""
-        self.losses = 0
-        self.emptied = 0  # times the broker came back without our records (topics or groups' offsets gone)
         self._producer: AIOKafkaProducer | None = None
         self._probe: AIOKafkaClient | None = None
         self._listeners: list[LinkListener] = []
         self._on_emptied: list[Callable[[], Awaitable[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._up = asyncio.Event()
         self._suspect_empty = False  # a consumer saw our records gone while the link looked up
         self._empty_seen = False  # this loss lost our records: replay when back
         self._lost_at = 0.0
@@ -89,9 +94,6 @@ class BrokerLink:
     @property
     def up(self) -> bool:
         return self.state == "up"
-
-    async def wait_up(self) -> None:
-        await self._up.wait()
 
     def listen(self, listener: LinkListener) -> None:
         self._listeners.append(listener)
@@ -155,7 +157,6 @@ class BrokerLink:
             log.warning("%s: the broker was restarted as planned while everything was consumed; nothing to replay",
                         self.client_id)
             return
-        self.emptied += 1
         log.warning("%s: the broker lost our records; re-sending outbox rows of the last %.0f s",
                     self.client_id, self.settings.outbox_replay_s)
         for callback in self._on_emptied:
@@ -177,7 +178,7 @@ class BrokerLink:
                 log.warning("%s: broker %s not usable yet (%r); retrying", self.client_id,
                             self.settings.kafka_bootstrap, e)
                 await asyncio.sleep(1.0)
-        self._set_up()
+        self.state = "up"
         self._task = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
@@ -215,20 +216,13 @@ class BrokerLink:
             await bounded(producer.flush(), 5.0, f"{self.client_id}: producer flush")
         await bounded(producer.stop(), 5.0 if flush else 1.0, f"{self.client_id}: producer close")
 
-    def _set_up(self) -> None:
-        self.state = "up"
-        self._up.set()
-
     # -- watching and recovering -----------------------------------------------------------------------
 
     async def _probe_once(self) -> str:
         """One of: ok; empty (reachable, one of our topics gone); slow (no answer in 3 s); unreachable."""
         assert self._probe is not None
-        task = asyncio.ensure_future(self._probe.fetch_all_metadata())
-        done, _ = await asyncio.wait({task}, timeout=3.0)
-        if not done:  # slow, not refused: a loaded machine, or a broker going away
-            task.cancel()
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task = await _finish_within(self._probe.fetch_all_metadata(), 3.0)
+        if task is None:  # slow, not refused: a loaded machine, or a broker going away
             return "slow"
         if task.cancelled() or task.exception() is not None:
             return "unreachable"
@@ -271,7 +265,6 @@ class BrokerLink:
 
     async def _lose(self, reason: str, *, empty: bool, planned: bool = False) -> None:
         self.state = "lost"
-        self._up.clear()
         self.lost_reason = reason
         self._empty_seen = empty
         self._suspect_empty = False
@@ -279,7 +272,6 @@ class BrokerLink:
         if planned:
             log.info("%s: %s; consumption and publishing wait for it", self.client_id, reason)
         else:
-            self.losses += 1
             log.warning("%s: broker %s lost (%s): consumption paused, publishing held (the outbox keeps every "
                         "row), /readyz 503; recovering", self.client_id, self.settings.kafka_bootstrap, reason)
         for listener in self._listeners:
@@ -302,7 +294,7 @@ class BrokerLink:
             return
         self.generation += 1
         self.let_go = False
-        self._set_up()
+        self.state = "up"
         if planned:  # every record was consumed before it was let go of: nothing to replay
             self._replayed, self._planned_until = self.generation, 0.0
             log.info("%s: broker back after its planned restart (%.1f s)", self.client_id,

@@ -31,10 +31,6 @@ log = logging.getLogger("harmon.consumer")
 Handle = Callable[[ConsumerRecord], Awaitable[None]]
 
 
-class Paused(Exception):
-    """Raised by a record's handler: stop this partition here; the record is handled again after resume."""
-
-
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, owner: "Consumer"):
         self._owner = owner
@@ -255,7 +251,7 @@ class Consumer:
             self._read[tp] = max(self._read.get(tp, 0), rec.offset + 1)
             try:
                 await self._handle(rec)
-            except (Paused, DependencyDown) as e:
+            except DependencyDown as e:
                 self.pause(str(e) or type(e).__name__)
                 consumer.seek(tp, rec.offset)
                 return
