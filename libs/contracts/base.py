@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import ErrorCode
+
 
 class Message(BaseModel):
     """A typed payload; `type` is its discriminator on the wire. Unknown fields are ignored (dropped)."""
@@ -37,11 +39,13 @@ class Failure(Message):
 
 
 class Rejection(Exception):
-    """A domain decision not to do a command; becomes a `Failure` reply in the catalogue's words."""
+    """A domain decision not to do a command: raised by the domain or a handler, anything it wrote is rolled
+    back, and the caller is answered with a `Failure` in the catalogue's words (the one way to refuse)."""
 
-    def __init__(self, code: str, message: str, param: str | None = None, order_id: str | None = None):
+    def __init__(self, code: ErrorCode, message: str, param: str | None = None, order_id: str | None = None):
         super().__init__(message)
-        self.code, self.message, self.param, self.order_id = code, message, param, order_id
+        self.code = ErrorCode(code)  # a code outside the catalogue is a bug, found here rather than as a 500
+        self.message, self.param, self.order_id = message, param, order_id
 
     def failure(self) -> Failure:
         return Failure(code=self.code, message=self.message, param=self.param, order_id=self.order_id)

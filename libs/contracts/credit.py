@@ -1,9 +1,15 @@
 """Credit commands, replies and events (`credit.commands.v1` / `credit.events.v1`, keyed by bill-to account)."""
 
+from enum import StrEnum
 from typing import Literal
 
 from .base import Message
 from .fields import CheckoutId, Currency, CustomerId, Minor, ReservationId, Shortfall, SignedMinor, Terms
+
+
+class ReservationStatus(StrEnum):
+    RESERVED = "reserved"
+    RELEASED = "released"
 
 
 class ReserveCredit(Message):

@@ -24,11 +24,13 @@ from aiokafka.structs import ConsumerRecord
 
 from .broker import BrokerLink, bounded
 from .failures import DependencyDown
-from .kafka import GapGuard, OffsetCommitter
+from .offsets import OffsetCommitter
+from .skip_guard import GapGuard
 
 log = logging.getLogger("harmon.consumer")
 
-Handle = Callable[[ConsumerRecord], Awaitable[None]]
+# One partition's records, in order; raises DependencyDown (with `.done`: how many were handled) to pause.
+Handle = Callable[[list[ConsumerRecord]], Awaitable[None]]
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -242,22 +244,28 @@ class Consumer:
             self._check_high_watermarks(consumer)
 
     async def _partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        if self._stopping or self._paused is not None:
+            consumer.seek(tp, records[0].offset)  # handled after resume or by the next owner
+            return
+        admitted = []
         for rec in records:
-            if self._stopping or self._paused is not None:
-                consumer.seek(tp, rec.offset)  # handled after resume or by the next owner
-                return
             if self._guard is not None and not self._guard.admit(consumer, tp.topic, tp.partition, rec.offset):
-                return
-            self._read[tp] = max(self._read.get(tp, 0), rec.offset + 1)
+                break  # the guard sought back to a skipped offset: the rest comes again, in order
+            admitted.append(rec)
+        if admitted:
+            self._read[tp] = max(self._read.get(tp, 0), admitted[-1].offset + 1)
             try:
-                await self._handle(rec)
+                await self._handle(admitted)
+                done = len(admitted)
             except DependencyDown as e:
+                done = getattr(e, "done", 0)
                 self.pause(str(e) or type(e).__name__)
-                consumer.seek(tp, rec.offset)
-                return
-            self._next[tp] = rec.offset + 1
-            if self._committer is not None:
-                self._committer.processed(consumer, tp.topic, tp.partition, rec.offset)
+                consumer.seek(tp, admitted[done].offset)
+            if done:
+                last = admitted[done - 1].offset
+                self._next[tp] = last + 1
+                if self._committer is not None:
+                    self._committer.processed(consumer, tp.topic, tp.partition, last)
         hw = consumer.highwater(tp)
         if hw is not None and self._on_lag is not None:
             self._on_lag(tp, max(0, hw - self._next.get(tp, hw)))

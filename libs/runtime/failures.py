@@ -13,6 +13,7 @@
 import asyncio
 from enum import StrEnum
 
+import asyncpg
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -51,7 +52,7 @@ _SERVER_GONE = {"08", "28", "53", "57"}
 
 
 def sqlstate(e: BaseException) -> str | None:
-    """The PostgreSQL error code of `e` (SQLAlchemy wraps asyncpg's error in `.orig`)."""
+    """The PostgreSQL error code of `e` (asyncpg's; SQLAlchemy, in the gateway, wraps it in `.orig`)."""
     for candidate in (e, getattr(e, "orig", None), getattr(e, "__cause__", None)):
         code = getattr(candidate, "sqlstate", None)
         if isinstance(code, str):
@@ -71,7 +72,8 @@ def classify(e: BaseException) -> FailureClass:
         return FailureClass.DOWN
     if isinstance(e, DBAPIError) and e.connection_invalidated:
         return FailureClass.DOWN
-    if isinstance(e, InterfaceError | OperationalError | OSError | ConnectionError | asyncio.TimeoutError):
+    if isinstance(e, InterfaceError | OperationalError | OSError | ConnectionError | asyncio.TimeoutError
+                  | asyncpg.InterfaceError):
         return FailureClass.DOWN
     if code is not None and code[:2] in ("22", "23", "42"):
         # data exceptions (a NUL byte, a number out of range), integrity and syntax/access errors:

@@ -4,11 +4,9 @@ consumption not paused; with `quiet` for the embedded broker's supervised restar
 import logging
 from collections.abc import Awaitable, Callable
 
-import sqlalchemy as sa
 from aiohttp import web
 
-from .messaging import ServiceContext
-from .migrations import current_revision
+from .context import ServiceContext
 
 log = logging.getLogger("harmon.health")
 
@@ -17,10 +15,8 @@ def readiness_checks(ctx: ServiceContext, head: str | None) -> Callable[[], Awai
     async def check() -> dict:
         result: dict = {}
         try:
-            async with ctx.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+            current = await ctx.db.revision()
             result["database"] = "ok"
-            current = await current_revision(ctx.engine)
             result["migrations"] = "current" if current == head else f"at {current}, head is {head}"
         except Exception as e:  # readiness reports, it does not raise
             result["database"] = f"unreachable: {type(e).__name__}"

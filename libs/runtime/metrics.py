@@ -19,6 +19,8 @@ class Metrics:
     parked_total: Counter
     consumer_lag: Gauge
     broker_up: Gauge
+    batch_size: Histogram
+    batches_split: Counter
 
     @classmethod
     def create(cls) -> "Metrics":
@@ -43,6 +45,10 @@ class Metrics:
                                  ["topic"], registry=r),
             consumer_lag=Gauge("harmon_consumer_lag", "records on the broker not handled yet (fetch high-watermark "
                                "minus the next offset)", ["topic", "partition"], registry=r),
+            batch_size=Histogram("harmon_batch_messages", "messages of one partition handled in one transaction",
+                                 ["topic"], registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
+            batches_split=Counter("harmon_batches_split", "batches handled one by one instead (a rejection, a failure "
+                                  "or a duplicate in them)", ["topic"], registry=r),
             broker_up=Gauge("harmon_broker_up", "1 while the broker is usable, 0 while it is lost and being recovered",
                             registry=r),
         )

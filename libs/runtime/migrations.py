@@ -75,6 +75,9 @@ def run_env(metadata: sa.MetaData) -> None:
     async def run_online() -> None:
         engine = make_async_engine(context.config.get_main_option("sqlalchemy.url"))
         async with engine.connect() as conn:
+            # a data migration sees every tenant's rows (row-level security, enable_row_scoping_v1)
+            await conn.exec_driver_sql("SELECT set_config('harmon.scope', '*', false)")
+            await conn.commit()
             await _run_sync(conn, do_run)
         await engine.dispose()
 
@@ -84,3 +87,61 @@ def run_env(metadata: sa.MetaData) -> None:
 async def _run_sync(conn: AsyncConnection, fn) -> None:
     await conn.run_sync(fn)
     await conn.commit()
+
+
+# Row-level security (libs/runtime/database.py): `harmon.scope` is `<0|1>:<tenant id>` for one tenant and
+# mode, or `*` for deliberately cross-tenant work; unset, the first statement on a scoped table fails.
+# Frozen like every migration helper: a change is a new function and a new migration.
+SCOPE_FUNCTIONS_V1 = [r"""
+CREATE OR REPLACE FUNCTION harmon_scope() RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE s text := current_setting('harmon.scope', true);
+BEGIN
+    IF s IS NULL OR s = '' THEN
+        RAISE EXCEPTION 'no tenant scope: this transaction is bound to no tenant and mode (libs/runtime/database.py)'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN s;
+END $$""", r"""
+CREATE OR REPLACE FUNCTION harmon_scope_tenant() RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE s text := harmon_scope();
+BEGIN
+    IF s = '*' THEN
+        RAISE EXCEPTION 'a cross-tenant transaction must name the tenant of each row it writes'
+            USING ERRCODE = 'not_null_violation';
+    END IF;
+    RETURN substr(s, 3);
+END $$""", r"""
+CREATE OR REPLACE FUNCTION harmon_scope_livemode() RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+DECLARE s text := harmon_scope();
+BEGIN
+    IF s = '*' THEN
+        RAISE EXCEPTION 'a cross-tenant transaction must name the mode of each row it writes'
+            USING ERRCODE = 'not_null_violation';
+    END IF;
+    RETURN substr(s, 1, 1) = '1';
+END $$"""]
+
+
+def enable_row_scoping_v1(op, tables: list[str]) -> None:
+    """Scope `tables` (each with tenant_id and livemode) to the transaction's `harmon.scope`, for their owner too.
+
+    The policy's scope is an initplan (evaluated once per statement); the columns default to the scope,
+    so repositories never write the tenant.
+    """
+    for function in SCOPE_FUNCTIONS_V1:
+        op.execute(function)
+    for table in tables:
+        op.execute(f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY')
+        op.execute(f'ALTER TABLE "{table}" FORCE ROW LEVEL SECURITY')
+        op.execute(f'ALTER TABLE "{table}" ALTER COLUMN tenant_id SET DEFAULT harmon_scope_tenant(), '
+                   'ALTER COLUMN livemode SET DEFAULT harmon_scope_livemode()')
+        rule = "(SELECT harmon_scope()) IN ('*', CASE WHEN livemode THEN '1:' ELSE '0:' END || tenant_id)"
+        op.execute(f'CREATE POLICY harmon_scope ON "{table}" USING ({rule}) WITH CHECK ({rule})')
+
+
+def disable_row_scoping_v1(op, tables: list[str]) -> None:
+    for table in tables:
+        op.execute(f'DROP POLICY IF EXISTS harmon_scope ON "{table}"')
+        op.execute(f'ALTER TABLE "{table}" NO FORCE ROW LEVEL SECURITY')
+        op.execute(f'ALTER TABLE "{table}" DISABLE ROW LEVEL SECURITY')
+        op.execute(f'ALTER TABLE "{table}" ALTER COLUMN tenant_id DROP DEFAULT, ALTER COLUMN livemode DROP DEFAULT')

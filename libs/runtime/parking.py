@@ -15,14 +15,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
 from aiokafka import TopicPartition
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .database import Database, Unscoped
 
 log = logging.getLogger("harmon.parking")
 
 Key = tuple[str, str | None]  # (topic, record key)
+
+# The runtime keeps and retries every tenant's parked records by topic and key; each retried message is
+# handled in its own scoped transaction by the dispatcher.
+PARKING = Unscoped("parking: every tenant's parked records, by topic and key")
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,10 @@ Retry = Callable[[Record, int], Awaitable[tuple[str, str]]]
 
 
 class Parking:
-    def __init__(self, engine: AsyncEngine, table: sa.Table, *, max_attempts: int,
+    def __init__(self, db: Database, *, max_attempts: int,
                  dead_letter: Callable[[Record, str, str, int], Awaitable[None]],
                  on_change: Callable[[int, float], None] | None = None, interval_s: float = 0.5):
-        self._engine = engine
-        self._t = table
+        self._db = db
         self.max_attempts = max_attempts
         self._dead_letter = dead_letter
         self._on_change = on_change  # (parked count, age of the oldest in s): metrics
@@ -83,12 +85,12 @@ class Parking:
         if not partitions:
             self._blocked = {}
             return
-        t = self._t
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(
-                sa.select(t.c.topic, t.c.key, t.c.partition).distinct().where(_in_partitions(t, partitions))
-            )).all()
-        self._blocked = {(r.topic, r.key): r.partition for r in rows}
+        topics, numbers = _partition_arrays(partitions)
+        async with self._db.transaction(PARKING) as tx:
+            rows = await tx.conn.fetch(
+                "SELECT DISTINCT topic, key, partition FROM parked"
+                " WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[]))", topics, numbers)
+        self._blocked = {(r["topic"], r["key"]): r["partition"] for r in rows}
         if self._blocked:
             log.info("%d parked key(s) on the partitions just assigned", len(self._blocked))
             self._wake.set()
@@ -101,18 +103,15 @@ class Parking:
         `failed`: it failed (its first retry waits a backoff); else it only waits behind its key.
         `attempts` counts the relay's retries, up to `HARMON_MAX_ATTEMPTS`.
         """
-        t = self._t
         now = datetime.now(UTC)
         delay = backoff_s(1) if failed else 0.0
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                pg_insert(t).values(
-                    tenant_id=env_tenant, livemode=env_mode, topic=rec.topic, partition=rec.partition,
-                    offset=rec.offset, key=rec.text_key, value=rec.value, message_id=message_id,
-                    message_type=message_type, attempts=0, last_error=error[:1000],
-                    next_attempt_at=now + timedelta(seconds=delay),
-                ).on_conflict_do_nothing(constraint="parked_record")
-            )
+        async with self._db.transaction(PARKING) as tx:
+            await tx.conn.execute(
+                'INSERT INTO parked (tenant_id, livemode, topic, partition, "offset", key, value, message_id,'
+                ' message_type, attempts, last_error, next_attempt_at)'
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11) ON CONFLICT ON CONSTRAINT parked_record DO NOTHING",
+                env_tenant, env_mode, rec.topic, rec.partition, rec.offset, rec.text_key, rec.value, message_id,
+                message_type, error[:1000], now + timedelta(seconds=delay))
         self._blocked[(rec.topic, rec.text_key)] = rec.partition
         log.warning("%s[%d]@%d (%s, key %s) parked: %s", rec.topic, rec.partition, rec.offset,
                     message_type, rec.text_key, error[:200])
@@ -152,21 +151,21 @@ class Parking:
     async def relay_once(self) -> int:
         """Retry the due head of every parked key we hold; returns how many messages left the table."""
         assert self._retry is not None
-        t = self._t
         held = {tp for tp in self._assigned}
         if not held:
             return 0
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(
-                sa.select(t.c.topic, t.c.key, t.c.next_attempt_at).where(_in_partitions(t, held)).order_by(t.c.id)
-            )).all()
-        heads = list({(r.topic, r.key): r for r in reversed(rows)}.values())  # the oldest row of each key
+        topics, numbers = _partition_arrays(held)
+        async with self._db.transaction(PARKING) as tx:
+            rows = await tx.conn.fetch(
+                "SELECT topic, key, next_attempt_at FROM parked"
+                " WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[])) ORDER BY id", topics, numbers)
+        heads = list({(r["topic"], r["key"]): r for r in reversed(rows)}.values())  # the oldest row of each key
         now = datetime.now(UTC)
         done = 0
         for head in heads:
-            if head.next_attempt_at > now:
+            if head["next_attempt_at"] > now:
                 continue
-            key = (head.topic, head.key)
+            key = (head["topic"], head["key"])
             async with self._locks.setdefault(key, asyncio.Lock()):
                 while True:
                     outcome = await self._retry_head(key)
@@ -180,21 +179,21 @@ class Parking:
     async def _retry_head(self, key: Key) -> str:
         """Retry the oldest parked message of `key`: "done" (it left; the next may go), "wait", "down", "empty"."""
         assert self._retry is not None
-        t = self._t
         topic, k = key
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(
-                sa.select(t).where(t.c.topic == topic, t.c.key.is_not_distinct_from(k))
-                .order_by(t.c.id).limit(1).with_for_update(skip_locked=True)
-            )).first()
+        async with self._db.transaction(PARKING) as tx:
+            conn = tx.conn
+            row = await conn.fetchrow(
+                "SELECT * FROM parked WHERE topic = $1 AND key IS NOT DISTINCT FROM $2"
+                " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED", topic, k)
             if row is None:
-                if not await _any_left(conn, t, topic, k):
+                if not await _any_left(conn, topic, k):
                     self._release(key)
                 return "empty"
-            if row.next_attempt_at > datetime.now(UTC):
+            if row["next_attempt_at"] > datetime.now(UTC):
                 return "wait"
-            rec = Record(row.topic, row.partition, row.offset, k.encode() if k is not None else None, row.value)
-            attempts = row.attempts + 1
+            rec = Record(row["topic"], row["partition"], row["offset"], k.encode() if k is not None else None,
+                         row["value"])
+            attempts = row["attempts"] + 1
             outcome, error = await self._retry(rec, attempts)
             if outcome == "down":
                 return "down"
@@ -202,13 +201,13 @@ class Parking:
                 if attempts >= self.max_attempts:
                     await self._dead_letter(rec, "attempts_exhausted", f"failed {attempts} times: {error}", attempts)
                 else:
-                    await conn.execute(sa.update(t).where(t.c.id == row.id).values(
-                        attempts=attempts, last_error=error[:1000],
-                        next_attempt_at=datetime.now(UTC) + timedelta(seconds=backoff_s(attempts))))
-                    log.info("%s (key %s) failed again (attempt %d): %s", row.message_type, k, attempts, error[:200])
+                    await conn.execute(
+                        "UPDATE parked SET attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $1",
+                        row["id"], attempts, error[:1000], datetime.now(UTC) + timedelta(seconds=backoff_s(attempts)))
+                    log.info("%s (key %s) failed again (attempt %d): %s", row["message_type"], k, attempts, error[:200])
                     return "wait"
-            await conn.execute(sa.delete(t).where(t.c.id == row.id))
-            if not await _any_left(conn, t, topic, k):
+            await conn.execute("DELETE FROM parked WHERE id = $1", row["id"])
+            if not await _any_left(conn, topic, k):
                 self._release(key)
         await self._report()
         return "done"
@@ -223,20 +222,20 @@ class Parking:
     async def _report(self) -> None:
         if self._on_change is None:
             return
-        t = self._t
         try:
-            async with self._engine.connect() as conn:
-                count, oldest = (await conn.execute(
-                    sa.select(sa.func.count(), sa.func.min(t.c.parked_at)))).one()
+            async with self._db.transaction(PARKING) as tx:
+                count, oldest = await tx.conn.fetchrow("SELECT count(*), min(parked_at) FROM parked")
         except Exception:  # metrics must not fail the caller
             return
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
         self._on_change(int(count), age)
 
 
-def _in_partitions(t: sa.Table, partitions: set[TopicPartition]):
-    return sa.tuple_(t.c.topic, t.c.partition).in_([(tp.topic, tp.partition) for tp in partitions])
+def _partition_arrays(partitions: set[TopicPartition]) -> tuple[list[str], list[int]]:
+    ordered = sorted(partitions)
+    return [tp.topic for tp in ordered], [tp.partition for tp in ordered]
 
 
-async def _any_left(conn: AsyncConnection, t: sa.Table, topic: str, key: str | None) -> bool:
-    return bool(await conn.scalar(sa.select(sa.exists().where(t.c.topic == topic, t.c.key.is_not_distinct_from(key)))))
+async def _any_left(conn, topic: str, key: str | None) -> bool:
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM parked WHERE topic = $1 AND key IS NOT DISTINCT FROM $2)", topic, key)

@@ -7,19 +7,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from libs.contracts.topics import all_topic_names
 
 from .broker import BrokerLink
-from .db import RuntimeTables, make_engine, make_sessionmaker
+from .context import ServiceContext
+from .database import Database
 from .health import HealthServer
 from .logs import setup_logging
-from .messaging import ServiceContext, open_subscriptions, start_subscriptions, stop_consuming
 from .metrics import Metrics
 from .migrations import head_revision
 from .outbox import Outbox
 from .settings import ServiceSettings
+from .subscriptions import open_subscriptions, start_subscriptions, stop_consuming
+from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("harmon.service")
 
@@ -28,22 +28,19 @@ log = logging.getLogger("harmon.service")
 class ServiceSpec:
     name: str
     settings: ServiceSettings
-    metadata: sa.MetaData
-    tables: RuntimeTables
     migrations_dir: Path
     register: Callable[[ServiceContext], None]
+    unit_of_work: type[UnitOfWork] = UnitOfWork
     background: list[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=list)
 
 
 def build_context(spec: ServiceSpec) -> ServiceContext:
     s = spec.settings
-    engine = make_engine(s.database_url, s.db_pool_size)
+    db = Database(s.database_url, max_size=s.db_pool_size)
     link = BrokerLink(s, client_id=f"{spec.name}-{s.instance_id}", topics=all_topic_names())
-    outbox = Outbox(link, engine, spec.tables, relay_interval_s=s.outbox_relay_interval_s, replay_s=s.outbox_replay_s)
-    ctx = ServiceContext(
-        name=spec.name, settings=s, link=link, engine=engine, sessionmaker=make_sessionmaker(engine),
-        tables=spec.tables, outbox=outbox, metrics=Metrics.create(),
-    )
+    outbox = Outbox(link, db, relay_interval_s=s.outbox_relay_interval_s, replay_s=s.outbox_replay_s)
+    ctx = ServiceContext(name=spec.name, settings=s, link=link, db=db, outbox=outbox, metrics=Metrics.create(),
+                         unit_of_work=spec.unit_of_work)
     spec.register(ctx)
     open_subscriptions(ctx)
     return ctx
@@ -56,6 +53,7 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, ctx.link.expect_planned_restart)
     health = HealthServer(ctx, head_revision(spec.migrations_dir))
     port = await health.start(spec.settings.health_port)
+    await ctx.db.start()
     log.info("%s health on 127.0.0.1:%d", spec.name, port)
     await ctx.link.start()  # topics, producer; waits for the broker however long it takes
     await start_subscriptions(ctx)
@@ -73,7 +71,7 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
         await stop_consuming(ctx)  # the batches in flight finish and their offsets are committed
         await ctx.outbox.stop()
         await ctx.link.stop()
-        await ctx.engine.dispose()
+        await ctx.db.close()
         await health.stop()
         log.info("%s stopped", spec.name)
 

@@ -3,7 +3,7 @@
 from libs.contracts import credit as c
 from libs.contracts import topics
 from libs.contracts.erp import CreditLimitUpsert, CustomerUpsert
-from libs.runtime.messaging import ServiceContext, subscribe
+from libs.runtime.context import ServiceContext, subscribe
 
 from . import handlers
 
@@ -12,7 +12,6 @@ def register(ctx: ServiceContext) -> None:
     subscribe(ctx, topics.CREDIT_COMMANDS, {
         c.ReserveCredit: handlers.reserve_credit,
         c.ReleaseCredit: handlers.release_credit,
-        c.GetCreditAccount: handlers.get_credit_account,
-    })
+    }, queries={c.GetCreditAccount: handlers.get_credit_account})
     subscribe(ctx, topics.ERP_CUSTOMERS, {CustomerUpsert: handlers.upsert_customer})
     subscribe(ctx, topics.ERP_CREDIT_LIMITS, {CreditLimitUpsert: handlers.upsert_credit_limit})

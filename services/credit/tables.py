@@ -1,4 +1,5 @@
-"""Tables the credit service owns. Every row carries tenant_id and livemode."""
+"""The schema of the credit service's tables (Alembic compares migrations with it); every row carries tenant_id
+and livemode, scoped by row-level security (libs/runtime/database.py). Handlers use the repositories."""
 
 from datetime import datetime
 
@@ -18,6 +19,7 @@ class Account(Base, table=True):
     """Credit's copy of a customer (erp.customers.v1) and its limit (erp.credit_limits.v1), whichever came first."""
 
     __tablename__ = "accounts"
+    __table_args__ = (sa.Index("accounts_by_customer", "customer_id"),)
     tenant_id: str = Field(primary_key=True)
     livemode: bool = Field(primary_key=True)
     customer_id: str = Field(primary_key=True)
@@ -34,7 +36,8 @@ class Reservation(Base, table=True):
     """Credit held for one checkout; a released row with amount 0 is a tombstone that refuses a late reserve."""
 
     __tablename__ = "reservations"
-    __table_args__ = (sa.Index("reservations_by_account", "tenant_id", "livemode", "bill_to_id", "status"),)
+    __table_args__ = (sa.Index("reservations_by_account", "tenant_id", "livemode", "bill_to_id", "status"),
+                      sa.Index("reservations_open_by_bill_to", "bill_to_id", postgresql_where=sa.text("status = 'reserved'")))
     reservation_id: str = Field(primary_key=True)
     tenant_id: str
     livemode: bool

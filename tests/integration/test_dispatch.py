@@ -19,11 +19,14 @@ from libs.contracts.envelope import Envelope
 from libs.contracts.erp import CustomerUpsert
 from libs.contracts.ids import new_id
 from libs.runtime.broker import BrokerLink
-from libs.runtime.db import make_engine, make_sessionmaker, runtime_tables
+from libs.runtime.context import ServiceContext, subscribe
+from libs.runtime.database import Database
+from libs.runtime.db import make_engine, runtime_tables
 from libs.runtime.kafka import ensure_topics
-from libs.runtime.messaging import ServiceContext, open_subscriptions, start_subscriptions, stop_consuming, subscribe
 from libs.runtime.metrics import Metrics
 from libs.runtime.outbox import Outbox
+from libs.runtime.subscriptions import open_subscriptions, start_subscriptions, stop_consuming
+from libs.runtime.unit_of_work import UnitOfWork
 from libs.runtime.settings import ServiceSettings
 from tests.conftest import until
 
@@ -37,21 +40,17 @@ applied = sa.Table("applied", metadata,
 gate = sa.Table("gate", metadata, sa.Column("id", sa.Integer, primary_key=True))
 
 
-async def apply(rec: CustomerUpsert, env: Envelope, ctx: ServiceContext) -> None:
+async def apply(rec: CustomerUpsert, uow: UnitOfWork) -> None:
     """The test's handler: `name` is "<kind>:<seq>"; kinds poison, locked, broken or good."""
     kind, seq = rec.name.split(":")
-    async with ctx.uow(env) as uow:
-        await uow.claim()
-        conn = await uow.session.connection()
-        if kind == "poison":  # PostgreSQL refuses a NUL in text: the same every time
-            await conn.execute(applied.insert().values(key="a\x00b", seq=int(seq)))
-        if kind == "locked":  # the test holds this row: a lock timeout, a race this message lost
-            await conn.execute(sa.text("SET LOCAL lock_timeout = '50ms'"))
-            await conn.execute(sa.select(gate.c.id).where(gate.c.id == 1).with_for_update())
-        if kind == "broken":
-            raise RuntimeError("fails until it is dead-lettered")
-        await conn.execute(applied.insert().values(key=rec.customer_id, seq=int(seq)))
-        await uow.commit()
+    if kind == "poison":  # PostgreSQL refuses a NUL in text: the same every time
+        await uow.conn.execute("INSERT INTO applied (key, seq) VALUES ($1, $2)", "a\x00b", int(seq))
+    if kind == "locked":  # the test holds this row: a lock timeout, a race this message lost
+        await uow.conn.execute("SET LOCAL lock_timeout = '50ms'")
+        await uow.conn.execute("SELECT id FROM gate WHERE id = 1 FOR UPDATE")
+    if kind == "broken":
+        raise RuntimeError("fails until it is dead-lettered")
+    await uow.conn.execute("INSERT INTO applied (key, seq) VALUES ($1, $2)", rec.customer_id, int(seq))
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -71,11 +70,10 @@ async def service(stack, scratch_dsn) -> AsyncIterator[tuple[ServiceContext, str
     topic = f"test.dispatch.{new_id('t').lower()}"
     settings = ServiceSettings(HARMON_KAFKA_BOOTSTRAP=stack.bootstrap, HARMON_BROKER_MODE="embedded",
                                HARMON_PARTITIONS=1, HARMON_MAX_ATTEMPTS=5, database_url=scratch_dsn)
-    engine = make_engine(scratch_dsn)
+    db = Database(scratch_dsn)
     link = BrokerLink(settings, client_id="dispatch-test", topics=[topic, f"{topic}.dlt"])
-    ctx = ServiceContext(name=f"dispatch-{topic}", settings=settings, link=link, engine=engine,
-                         sessionmaker=make_sessionmaker(engine), tables=runtime,
-                         outbox=Outbox(link, engine, runtime), metrics=Metrics.create())
+    ctx = ServiceContext(name=f"dispatch-{topic}", settings=settings, link=link, db=db, outbox=Outbox(link, db),
+                         metrics=Metrics.create())
     subscribe(ctx, topic, {CustomerUpsert: apply})
     open_subscriptions(ctx)
     await link.start()
@@ -86,7 +84,7 @@ async def service(stack, scratch_dsn) -> AsyncIterator[tuple[ServiceContext, str
     finally:
         await stop_consuming(ctx)
         await link.stop()
-        await engine.dispose()
+        await db.close()
 
 
 async def rows(dsn: str, sql: str) -> list:

@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from libs.runtime.kafka import GapGuard
+from libs.runtime.skip_guard import GapGuard
 from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres
 
 IS_ROOT = os.geteuid() == 0
@@ -326,7 +326,7 @@ async def test_non_root_path_runs_wheel_binaries_in_place() -> None:
 _ORPHAN_SCRIPT = """
 import asyncio, json, sys
 from pathlib import Path
-from libs.runtime.kafka import GapGuard
+from libs.runtime.skip_guard import GapGuard
 from libs.stack.embedded import EmbeddedBroker, EmbeddedPostgres
 
 async def main():

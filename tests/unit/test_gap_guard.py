@@ -2,7 +2,7 @@
 
 from aiokafka import TopicPartition
 
-from libs.runtime.kafka import GapGuard
+from libs.runtime.skip_guard import GapGuard
 
 TP = TopicPartition("cart.commands.v1", 0)
 

@@ -1,0 +1,20 @@
+"""The error catalogue's codes: every refusal a service answers with, and what the gateway maps to HTTP."""
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    RESOURCE_MISSING = "resource_missing"
+    CART_FROZEN = "cart_frozen"
+    CART_CHECKED_OUT = "cart_checked_out"
+    CART_VERSION_CONFLICT = "cart_version_conflict"
+    SKU_UNKNOWN = "sku_unknown"
+    UOM_UNKNOWN = "uom_unknown"
+    QUANTITY_INVALID = "quantity_invalid"
+    AMOUNT_TOO_LARGE = "amount_too_large"
+    PARAMETER_INVALID = "parameter_invalid"
+    PARAMETER_MISSING = "parameter_missing"
+    PARAMETER_UNKNOWN = "parameter_unknown"
+    RESERVATION_RELEASED = "reservation_released"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    INTERNAL_ERROR = "internal_error"
