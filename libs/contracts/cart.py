@@ -1,11 +1,13 @@
 """Cart commands and replies (`cart.commands.v1`, keyed by cart id)."""
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
 from .base import Message
-from .fields import MAX_BASE_QUANTITY, BaseQuantity, CartId, CartLineId, CheckoutId, CustomerId, OrderId, Sku, Uom
+from .fields import (MAX_BASE_QUANTITY, BaseQuantity, CartId, CartLineId, CheckoutId, CustomerId, OrderId, ReservationId,
+                     Sku, Uom)
 
 __all__ = ["MAX_BASE_QUANTITY"]  # kept here too: the cart's rule, imported by the gateway and the cart service
 
@@ -18,6 +20,12 @@ class CartLine(Message):
     factor: BaseQuantity = Field(description="base units per order unit")
     base_uom: Uom
     base_quantity: BaseQuantity
+
+
+class CartStatus(StrEnum):
+    OPEN = "open"
+    FROZEN = "frozen"  # held by one checkout
+    CHECKED_OUT = "checked_out"
 
 
 class CartView(Message):
@@ -76,11 +84,23 @@ class RemoveLine(Message):
     expected_version: int | None = None
 
 
+class CheckoutContinuation(Message):
+    """What the steps after freezing need, so each step hands the checkout on instead of answering the saga
+    (docs/architecture.md, "The checkout saga"): the reservation credit will hold and the account it bills."""
+
+    reservation_id: ReservationId
+    bill_to_id: CustomerId
+
+
 class FreezeCart(Message):
+    """Freeze the cart for one checkout. With `then`, the cart does not answer with `CartFrozen`: it sends
+    `PriceCheckout` to pricing on the saga's reply_to and correlation (a failure is still answered)."""
+
     type: Literal["FreezeCart"] = "FreezeCart"
     cart_id: CartId
     customer_id: CustomerId
     checkout_id: CheckoutId
+    then: CheckoutContinuation | None = None
 
 
 class CartFrozen(Message):

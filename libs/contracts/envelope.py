@@ -19,7 +19,7 @@ AnyMessage = Annotated[
         cart.CartView, cart.CartFrozen, cart.CartCompleted, cart.CartReleased,
         # pricing
         pricing.ListProducts, pricing.GetProduct, pricing.PriceLines,
-        pricing.ProductView, pricing.ProductList, pricing.LinesPriced,
+        pricing.ProductView, pricing.ProductList, pricing.LinesPriced, pricing.PriceCheckout, pricing.CheckoutPriced,
         # credit
         credit.ReserveCredit, credit.ReleaseCredit, credit.GetCreditAccount,
         credit.CreditReserved, credit.CreditRejected, credit.CreditReleased, credit.CreditAccountView,

@@ -5,7 +5,8 @@ from typing import Literal
 from pydantic import Field
 
 from .base import Message
-from .fields import BaseQuantity, CartId, CartLineId, Count, Currency, CustomerId, Minor, Name, Sku, Uom
+from .cart import CartLine, CheckoutContinuation
+from .fields import BaseQuantity, CartId, CartLineId, CheckoutId, Count, Currency, CustomerId, Minor, Name, Sku, Uom
 from .money import TaxCategory
 
 PriceSource = Literal["customer", "price_list", "list"]
@@ -76,3 +77,27 @@ class LinesPriced(Message):
     subtotal: Minor
     tax: Minor
     total: Minor
+
+
+class PriceCheckout(Message):
+    """A frozen cart handed on by the cart (FreezeCart with `then`): price it, answer the saga with
+    `CheckoutPriced`, and send `ReserveCredit` for its total to credit on the saga's reply_to and correlation."""
+
+    type: Literal["PriceCheckout"] = "PriceCheckout"
+    cart_id: CartId
+    customer_id: CustomerId
+    checkout_id: CheckoutId
+    cart_version: int
+    lines: list[CartLine]
+    then: CheckoutContinuation
+
+
+class CheckoutPriced(Message):
+    """The frozen lines and their prices, for the saga to build the order from."""
+
+    type: Literal["CheckoutPriced"] = "CheckoutPriced"
+    cart_id: CartId
+    checkout_id: CheckoutId
+    cart_version: int
+    lines: list[CartLine]
+    priced: LinesPriced

@@ -15,10 +15,10 @@ class TopicSpec:
 
 
 CART_COMMANDS = TopicSpec("cart.commands.v1", "cart id", ("CreateCart", "GetCart", "AddLine", "ChangeLine", "RemoveLine", "FreezeCart", "CompleteCart", "ReleaseCart"))
-PRICING_COMMANDS = TopicSpec("pricing.commands.v1", "cart id or sku", ("PriceLines", "ListProducts", "GetProduct"))
+PRICING_COMMANDS = TopicSpec("pricing.commands.v1", "cart id or sku", ("PriceLines", "PriceCheckout", "ListProducts", "GetProduct"))
 CREDIT_COMMANDS = TopicSpec("credit.commands.v1", "bill-to account id", ("ReserveCredit", "ReleaseCredit", "GetCreditAccount"))
 ORDERS_COMMANDS = TopicSpec("orders.commands.v1", "cart id", ("PlaceOrder", "GetOrder", "ListOrders"))
-ORDERS_REPLIES = TopicSpec("orders.replies.v1", "checkout id", ("CartFrozen", "CartCompleted", "CartReleased", "LinesPriced", "CreditReserved", "CreditRejected", "CreditReleased", "Failure"))
+ORDERS_REPLIES = TopicSpec("orders.replies.v1", "checkout id", ("CartFrozen", "CartCompleted", "CartReleased", "LinesPriced", "CheckoutPriced", "CreditReserved", "CreditRejected", "CreditReleased", "Failure"))
 ORDERS_EVENTS = TopicSpec("orders.events.v1", "order id", ("OrderConfirmed",))
 CREDIT_EVENTS = TopicSpec("credit.events.v1", "bill-to account id", ("CreditReserved", "CreditReleased"))
 ERP_CUSTOMERS = TopicSpec("erp.customers.v1", "customer id", ("CustomerUpsert",))

@@ -1,7 +1,7 @@
 """`harmon dlt list|replay TOPIC`: see what was dead-lettered, and drive it again once the cause is fixed.
 
 A dead letter is the original record (key and value, byte for byte) on `<topic>.dlt`, with why in its
-headers (libs/runtime/messaging.py, `dead_letter`). A replay publishes the key and value to the source
+headers (libs/runtime/dispatch.py, `dead_letter`). A replay publishes the key and value to the source
 topic again; handlers are idempotent by message id, so replaying something already applied is dropped
 by the consumer's inbox. Nothing is ever removed from the DLT.
 """

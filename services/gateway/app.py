@@ -21,7 +21,9 @@ from libs.contracts.ids import REQUEST, new_id
 from libs.runtime.broker import BrokerLink
 from libs.runtime.db import make_engine, make_lookup_sessionmaker, make_sessionmaker
 from libs.runtime.logs import request_id_var
-from libs.runtime.messaging import ServiceContext, open_subscriptions, start_subscriptions, stop_consuming
+from libs.runtime.context import ServiceContext
+from libs.runtime.database import Database
+from libs.runtime.subscriptions import open_subscriptions, start_subscriptions, stop_consuming
 from libs.runtime.metrics import Metrics
 from libs.runtime.migrations import head_revision
 from libs.runtime.outbox import Outbox
@@ -165,10 +167,9 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     link = BrokerLink(settings, client_id=f"gateway-{settings.instance_id}", topics=topics.all_topic_names(),
                       extra_topics={topics.gateway_replies(settings.instance_id): 1})
-    ctx = ServiceContext(
-        name="gateway", settings=settings, link=link, engine=app[ENGINE], sessionmaker=app[SESSIONMAKER],
-        tables=runtime, outbox=Outbox(link, app[ENGINE], runtime), metrics=app[METRICS],
-    )
+    db = Database(settings.database_url, max_size=4)
+    ctx = ServiceContext(name="gateway", settings=settings, link=link, db=db, outbox=Outbox(link, db),
+                         metrics=app[METRICS], unit_of_work=customers.GatewayUnitOfWork)
     customers.register(ctx)
     open_subscriptions(ctx)
     correlator = Correlator(ctx, settings.request_timeout_s)
@@ -188,6 +189,7 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
     await stop_consuming(ctx)  # waits for customer upserts in flight
     await correlator.stop()
     await link.stop()
+    await db.close()
 
 
 async def housekeeping(app: web.Application) -> AsyncIterator[None]:

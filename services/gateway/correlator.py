@@ -18,7 +18,8 @@ from libs.contracts.ids import MESSAGE, new_id
 from libs.runtime.consumer import Consumer
 from libs.runtime.failures import BrokerUnavailable
 from libs.runtime.logs import request_id_var
-from libs.runtime.messaging import ServiceContext, gap_guard
+from libs.runtime.context import ServiceContext
+from libs.runtime.subscriptions import gap_guard
 
 from .errors import internal_error, service_unavailable, upstream_timeout
 
@@ -53,7 +54,11 @@ class Correlator:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    async def _on_reply(self, rec: ConsumerRecord) -> None:
+    async def _on_reply(self, records: list[ConsumerRecord]) -> None:
+        for rec in records:
+            self._deliver(rec)
+
+    def _deliver(self, rec: ConsumerRecord) -> None:
         try:
             env = Envelope.from_bytes(rec.value)
         except ValidationError:

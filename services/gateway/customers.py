@@ -1,32 +1,47 @@
 """The gateway's copy of ERP customers (erp.customers.v1): who may be issued a shopper token."""
 
+from datetime import datetime
+
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.contracts import topics
-from libs.contracts.envelope import Envelope
 from libs.contracts.erp import CustomerUpsert
-from libs.runtime.messaging import ServiceContext, subscribe
+from libs.runtime.context import ServiceContext, subscribe
 from libs.runtime.scoping import bind
+from libs.runtime.unit_of_work import UnitOfWork
 
 from .tables import Customer
 
 
-async def upsert_customer(rec: CustomerUpsert, env: Envelope, ctx: ServiceContext) -> None:
-    async with ctx.uow(env) as uow:
-        await uow.claim()
-        stmt = pg_insert(Customer).values(
-            tenant_id=env.tenant_id, livemode=env.livemode, customer_id=rec.customer_id, name=rec.name,
-            active=rec.active, updated_at=env.occurred_at,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[Customer.tenant_id, Customer.livemode, Customer.customer_id],
-            set_={k: stmt.excluded[k] for k in ("name", "active", "updated_at")},
-            where=Customer.updated_at <= stmt.excluded.updated_at,  # the newest record wins
-        )
-        await uow.session.execute(stmt)
-        await uow.commit()
+class Customers:
+    """The gateway's customers table. Its tables are scoped by the ORM hook (libs/runtime/scoping.py), not yet by
+    row-level security, so this one statement names the message's scope itself."""
+
+    def __init__(self, conn, scope):
+        self._conn, self._scope = conn, scope
+
+    async def upsert(self, customer_id: str, name: str, active: bool, at: datetime) -> None:
+        await self._conn.execute("""
+            INSERT INTO customers (tenant_id, livemode, customer_id, name, active, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (tenant_id, livemode, customer_id) DO UPDATE
+            SET name = excluded.name, active = excluded.active, updated_at = excluded.updated_at
+            WHERE customers.updated_at <= excluded.updated_at""",  # the newest record wins
+            self._scope.tenant_id, self._scope.livemode, customer_id, name, active, at)
+
+
+class GatewayUnitOfWork(UnitOfWork):
+    customers: Customers
+
+    def __init__(self, conn, scope, incoming=None, **kw):
+        super().__init__(conn, scope, incoming, **kw)
+        if conn is not None:
+            self.customers = Customers(conn, scope)
+
+
+async def upsert_customer(rec: CustomerUpsert, uow: GatewayUnitOfWork) -> None:
+    await uow.customers.upsert(rec.customer_id, rec.name, rec.active, uow.message.occurred_at)
 
 
 async def is_active_customer(session: AsyncSession, tenant_id: str, livemode: bool, customer_id: str) -> bool:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 if TYPE_CHECKING:
-    from libs.runtime.messaging import ServiceContext
+    from libs.runtime.context import ServiceContext
     from libs.runtime.metrics import Metrics
 
     from .auth import Caller, Shopper, ShopperTokens

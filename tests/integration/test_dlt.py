@@ -22,7 +22,7 @@ DLT = topics.ERP_PRODUCTS.dlt
 
 
 def dlt_headers(cls: str, reason: str, partition: int, offset: int, attempts: int = 1) -> list[tuple[str, bytes]]:
-    # what libs/runtime/messaging.py `dead_letter` writes
+    # what libs/runtime/dispatch.py `dead_letter` writes
     return [(k, v.encode()) for k, v in {
         "harmon-dlt-reason": reason, "harmon-dlt-class": cls, "harmon-dlt-source-topic": SOURCE,
         "harmon-dlt-partition": str(partition), "harmon-dlt-offset": str(offset),

@@ -15,7 +15,7 @@ import services.gateway.routes
 from libs.contracts import cart, orders
 from libs.contracts.base import Failure, Message, Record
 from libs.contracts.envelope import Envelope
-from libs.runtime.messaging import derive
+from libs.runtime.unit_of_work import derive
 from services.gateway import schemas
 from services.gateway.routes import Body, parse_body
 from services.gateway.errors import ApiError
