@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import asyncpg
 import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -60,6 +61,14 @@ async def until(predicate: Callable[[], T | Awaitable[T]], timeout: float = 10.0
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {message or predicate!r}; last: {value!r}")
         await asyncio.sleep(interval)
+
+
+async def connect_unscoped(dsn: str) -> "asyncpg.Connection":
+    """A test's own connection to a service's database that sees every tenant's rows: row-level security scopes
+    every table to `harmon.scope` (libs/runtime/database.py); `*` is the deliberate cross-tenant scope."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("SELECT set_config('harmon.scope', '*', false)")
+    return conn
 
 
 def stack_services() -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from sqlalchemy.sql import util as sql_util
 from sqlalchemy.sql.dml import Insert, Update, Delete
 
 SCOPE_COLUMNS = ("tenant_id", "livemode")
-_INFO_KEY = "harmon.scope"
+_INFO_KEY = "harmon.orm_scope"
 _UNSCOPED_OPTION = "harmon_unscoped"
 
 S = TypeVar("S", bound=sa.Executable)

@@ -21,6 +21,7 @@ from libs.stack.demo import TenantKeys
 from services.gateway import admin
 
 from .storefront import Storefront
+from tests.conftest import connect_unscoped
 
 ERP_TOPICS = {t.name for t in (topics.ERP_CUSTOMERS, topics.ERP_PRODUCTS, topics.ERP_PRICES, topics.ERP_CREDIT_LIMITS)}
 
@@ -180,7 +181,7 @@ def db(stack):
     """`await db("cart", "SELECT …", *args)`: rows of one service's own database, to check what was written."""
 
     async def fetch(service: str, query: str, *args) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(stack.dsns[service])
+        conn = await connect_unscoped(stack.dsns[service])
         try:
             return await conn.fetch(query, *args)
         finally:

@@ -21,7 +21,7 @@ from libs.contracts.ids import new_id
 from libs.stack.demo import ErpPublisher, create_tenant_with_keys
 from libs.stack.supervision import BrokerBound
 from libs.stack.supervisor import Stack
-from tests.conftest import running_stack, until
+from tests.conftest import connect_unscoped, running_stack, until
 
 from .conftest import Shop, erp_settled, publish_shop, shop_of
 from .storefront import Storefront
@@ -130,7 +130,7 @@ async def _settle(store: Storefront, shop: Shop, ledger: Ledger) -> None:
 
 async def _assert_consistent(stack: Stack, shop: Shop, ledger: Ledger) -> None:
     async def fetch(service: str, query: str, *args) -> list:
-        conn = await asyncpg.connect(stack.dsns[service])
+        conn = await connect_unscoped(stack.dsns[service])
         try:
             return await conn.fetch(query, *args)
         finally:
@@ -191,7 +191,7 @@ async def test_a_killed_dependency_under_load_loses_nothing_and_serves_again_wit
 
 
 async def _no_active_sagas(stack: Stack, shop: Shop) -> bool:
-    conn = await asyncpg.connect(stack.dsns["orders"])
+    conn = await connect_unscoped(stack.dsns["orders"])
     try:
         return not await conn.fetchval("SELECT count(*) FROM checkouts WHERE tenant_id = $1 AND state IN "
                                        "('freezing', 'pricing', 'reserving')", shop.tenant_id)

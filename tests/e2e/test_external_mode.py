@@ -12,7 +12,7 @@ import pytest
 from libs.runtime.db import engine_args
 from libs.stack.embedded import EmbeddedBroker
 from libs.stack.supervisor import SERVICES
-from tests.conftest import discard_data_dir, fresh_data_dir
+from tests.conftest import connect_unscoped, discard_data_dir, fresh_data_dir
 from tests.tlscerts import make_server_certificate
 
 from .deployed import Processes, listening_addresses, run_external_mode
@@ -47,7 +47,7 @@ async def test_migrate_and_every_service_on_a_tls_only_postgres_in_external_mode
 
         await run_external_mode(data_dir, broker.bootstrap, dsns, while_running=checks)
 
-        orders = await asyncpg.connect(dsns["orders"])
+        orders = await connect_unscoped(dsns["orders"])
         try:
             assert await orders.fetchval("SELECT count(*) FROM orders WHERE po_number = 'PO-DEPLOY'") == 1
             assert not await orders.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")

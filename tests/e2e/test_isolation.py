@@ -20,6 +20,7 @@ from libs.contracts.ids import new_id
 
 from .conftest import Shops, erp_settled, publish_shops
 from .storefront import Storefront
+from tests.conftest import connect_unscoped
 
 pytestmark = pytest.mark.e2e
 
@@ -155,7 +156,7 @@ async def test_order_lists_show_only_the_callers_orders(world: World, http):
 
 async def checkouts_of(stack, cart_id: str) -> list[dict]:
     """Every checkout saga orders keeps for this cart id (any tenant or mode), read from its database."""
-    conn = await asyncpg.connect(stack.dsns["orders"])
+    conn = await connect_unscoped(stack.dsns["orders"])
     try:
         rows = await conn.fetch("SELECT tenant_id, livemode, state, created_at, step_deadline FROM checkouts "
                                 "WHERE cart_id = $1 ORDER BY created_at", cart_id)
