@@ -7,6 +7,9 @@ FastStream's subscriber hides the consumer that all of that needs (docs/architec
 - `getmany` hands over what has arrived for every assigned partition; each partition's records
   are handled one after another (key order), different partitions concurrently.
 - Offsets are committed after the handler by the coalescing `OffsetCommitter`.
+- The fetch wait adapts: the busy wait while records flow, doubling towards `fetch_max_wait_ms` once
+  nothing has come for `fetch_idle_after_s` (the embedded broker holds a waiting fetch for its whole
+  wait even when a record arrives, so a short wait is hop latency and a long one is low idle CPU).
 - `pause(reason)`: a dependency is down. The partition being handled is sought back to the record
   that failed and every partition is paused, while `getmany` keeps the group membership alive.
 - On a lost broker the aiokafka consumer is closed and its uncommitted offsets and skip-guard state
@@ -65,6 +68,8 @@ class Consumer:
         self._paused: str | None = None
         self._stopping = False
         self.in_flight = 0
+        self.fetch_wait_ms = 0
+        self._last_records = 0.0
         self._read: dict[TopicPartition, int] = {}  # highest offset read + 1, per partition (emptiness check)
         self._next: dict[TopicPartition, int] = {}  # next offset to handle (lag)
         # partitions whose offsets the broker took from us: if the group then has none, the broker lost them
@@ -113,7 +118,7 @@ class Consumer:
         s = self.link.settings
         t = s.kafka_timings
         opts: dict = dict(bootstrap_servers=s.kafka_bootstrap, client_id=f"{self.link.client_id}-{self.name}",
-                          enable_auto_commit=False, fetch_max_wait_ms=t.fetch_max_wait_ms)
+                          enable_auto_commit=False, fetch_max_wait_ms=t.fetch_busy_wait_ms)
         if self.group_id is None:
             opts.update(auto_offset_reset="latest")
         else:
@@ -222,7 +227,25 @@ class Consumer:
 
     # -- the loop ----------------------------------------------------------------------------------------
 
+    def _adapt_wait(self, consumer: AIOKafkaConsumer, got_records: bool) -> None:
+        t = self.link.settings.kafka_timings
+        now = asyncio.get_running_loop().time()
+        if got_records:
+            self._last_records = now
+            wait = t.fetch_busy_wait_ms
+        elif now - self._last_records >= self.link.settings.fetch_idle_after_s:
+            wait = min(t.fetch_max_wait_ms, max(t.fetch_busy_wait_ms, self.fetch_wait_ms) * 2)
+        else:
+            return
+        if wait != self.fetch_wait_ms:
+            self.fetch_wait_ms = wait
+            fetcher = getattr(consumer, "_fetcher", None)  # aiokafka reads it for every fetch request it builds
+            if fetcher is not None:
+                fetcher._fetch_max_wait_ms = wait
+
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        self._last_records = asyncio.get_running_loop().time()
+        self.fetch_wait_ms = self.link.settings.kafka_timings.fetch_busy_wait_ms
         while not self._stopping:
             assigned = consumer.assignment()
             if self._paused is not None:
@@ -235,6 +258,7 @@ class Consumer:
                 self.link.suspect(e)
                 await asyncio.sleep(0.2)
                 continue
+            self._adapt_wait(consumer, bool(batch))
             if batch:
                 self.in_flight += 1
                 try:

@@ -14,15 +14,20 @@ def _common(name: str) -> AliasChoices:
 class KafkaTimings(BaseSettings):
     session_timeout_ms: int
     heartbeat_interval_ms: int
-    fetch_max_wait_ms: int
+    fetch_max_wait_ms: int  # while idle
+    fetch_busy_wait_ms: int  # while records flow
     acks: Literal[1, "all"]
 
 
 # Tansu settles groups slowly with Kafka's defaults; a real cluster rejects sessions under 6 s.
-# fetch_max_wait_ms: measured on the embedded broker (docs/benchmarks.md), 5, 10 and 20 ms give the
-# same checkout latency, 50 ms adds ≈ 40 ms to it; each halving of the wait doubles the idle polling.
-EMBEDDED_TIMINGS = dict(session_timeout_ms=2000, heartbeat_interval_ms=300, fetch_max_wait_ms=20, acks=1)
-EXTERNAL_TIMINGS = dict(session_timeout_ms=10000, heartbeat_interval_ms=3000, fetch_max_wait_ms=50, acks="all")
+# The fetch wait adapts (libs/runtime/consumer.py): the embedded broker answers a waiting fetch only when
+# its wait ends, so while records flow a consumer asks with the busy wait (each hop waits at most that),
+# and once idle it doubles the wait up to fetch_max_wait_ms (the idle polling CPU falls with it).
+# Kafka answers a waiting fetch as soon as a record arrives: there one long wait costs no latency.
+EMBEDDED_TIMINGS = dict(session_timeout_ms=2000, heartbeat_interval_ms=300, fetch_max_wait_ms=200,
+                        fetch_busy_wait_ms=5, acks=1)
+EXTERNAL_TIMINGS = dict(session_timeout_ms=10000, heartbeat_interval_ms=3000, fetch_max_wait_ms=500,
+                        fetch_busy_wait_ms=500, acks="all")
 
 
 class ServiceSettings(BaseSettings):
@@ -46,6 +51,10 @@ class ServiceSettings(BaseSettings):
     # How long the broker may hold an empty fetch: idle polling CPU against, past a point, the latency
     # of each hop on the embedded broker (see EMBEDDED_TIMINGS); None: the mode's default.
     fetch_max_wait_ms: int | None = Field(None, ge=1, le=5000, validation_alias=_common("fetch_max_wait_ms"))
+    # The wait while records flow (at most fetch_max_wait_ms); None: the mode's default.
+    fetch_busy_wait_ms: int | None = Field(None, ge=1, le=5000, validation_alias=_common("fetch_busy_wait_ms"))
+    # How long without records before the wait starts growing towards fetch_max_wait_ms.
+    fetch_idle_after_s: float = Field(1.0, ge=0, validation_alias=_common("fetch_idle_after_s"))
 
     database_url: str = Field(description="postgresql://role:password@host:port/db of this service's own database")
     health_port: int = Field(0, ge=0, description="port of /healthz, /readyz, /metrics (0: any free port)")
@@ -59,4 +68,7 @@ class ServiceSettings(BaseSettings):
         timings = dict(EMBEDDED_TIMINGS if self.broker_mode == "embedded" else EXTERNAL_TIMINGS)
         if self.fetch_max_wait_ms is not None:
             timings["fetch_max_wait_ms"] = self.fetch_max_wait_ms
+        if self.fetch_busy_wait_ms is not None:
+            timings["fetch_busy_wait_ms"] = self.fetch_busy_wait_ms
+        timings["fetch_busy_wait_ms"] = min(timings["fetch_busy_wait_ms"], timings["fetch_max_wait_ms"])
         return KafkaTimings(**timings)
