@@ -178,3 +178,37 @@ async def test_poison_is_answered_and_dead_lettered_at_once_transient_parks_its_
     # nothing k3 or k4 did blocked k1: every good message of every key applied exactly once
     assert sorted((r["key"], r["seq"]) for r in await rows(scratch_dsn, "SELECT key, seq FROM applied")) == [
         ("cus_k1", 1), ("cus_k1", 2), ("cus_k2", 1), ("cus_k2", 2), ("cus_k4", 2)]
+
+
+def _histogram(ctx: ServiceContext, name: str, topic: str) -> tuple[float, float]:
+    """(count, sum) of a histogram's samples for one topic."""
+    count = total = 0.0
+    for metric in ctx.metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.labels.get("topic") == topic and sample.name == f"{name}_count":
+                count = sample.value
+            if sample.labels.get("topic") == topic and sample.name == f"{name}_sum":
+                total = sample.value
+    return count, total
+
+
+async def test_a_burst_is_handled_in_batches_one_transaction_each_and_in_key_order(stack, scratch_dsn, service):
+    ctx, topic = service
+    before_count, before_sum = _histogram(ctx, "harmon_batch_messages", topic)
+    burst = [(f"cus_b{k}", envelope(f"cus_b{k}", f"good:{seq}")) for seq in range(1, 21) for k in range(3)]
+    for key, env in burst:  # one produce batch: the consumer gets many of them in one fetch
+        await ctx.link.publish(topic, key, env.to_bytes())
+    await ctx.link._producer.flush()
+
+    async def all_applied() -> bool:
+        got = await rows(scratch_dsn, "SELECT key, seq FROM applied WHERE key LIKE 'cus_b%' ORDER BY id")
+        return len(got) == len(burst) and got
+    got = await until(all_applied, timeout=20, message="the burst applied")
+    for k in range(3):  # each key's messages in their order, once each
+        assert [r["seq"] for r in got if r["key"] == f"cus_b{k}"] == list(range(1, 21))
+    count, total = _histogram(ctx, "harmon_batch_messages", topic)
+    assert total - before_sum == len(burst), "every message went through a batch transaction"
+    assert count - before_count < len(burst) / 2, f"{count - before_count} transactions for {len(burst)} messages"
+    assert await rows(scratch_dsn, "SELECT count(*) AS n FROM inbox WHERE message_type = 'CustomerUpsert' "
+                                   "AND message_id = ANY(ARRAY[" + ",".join(f"'{e.message_id}'" for _, e in burst)
+                      + "])") == [(len(burst),)]
