@@ -43,6 +43,15 @@ class _Redo(Exception):
     """The batch cannot commit as a whole: handle its messages one by one."""
 
 
+async def _aborted(conn) -> bool:
+    """True when an error aborted the transaction (every later statement would fail)."""
+    try:
+        await conn.fetchval("SELECT 1")
+        return False
+    except Exception:
+        return True
+
+
 def _scope(env: Envelope) -> Scope:
     return Scope(env.tenant_id, env.livemode)
 
@@ -115,11 +124,19 @@ class Dispatcher:
             async with ctx.db.transaction(_scope(items[0][1])) as tx:
                 for _, env, route in items:
                     await tx.rescope(_scope(env))
-                    uow = ctx.unit_of_work(tx.conn, tx.scope, env)
+                    uow = ctx.unit_of_work(tx.conn, tx.scope, env, settings=ctx.settings)
                     token = request_id_var.set(env.request_id or "-")
                     started = time.perf_counter()
                     try:
                         reply = await route.handler(env.payload, uow)
+                    except Rejection as r:
+                        if not route.query or tx.conn.is_in_transaction() is False:
+                            raise
+                        # a query wrote nothing: its refusal is its answer, and the batch goes on
+                        # (unless a statement of it failed, which aborts the transaction: then redo)
+                        if await _aborted(tx.conn):
+                            raise
+                        reply = r.failure()
                     finally:
                         request_id_var.reset(token)
                     timings.append((env.type, time.perf_counter() - started))
@@ -191,7 +208,7 @@ class Dispatcher:
             async with ctx.db.transaction(_scope(env)) as tx:
                 if not route.query and await inbox.seen(tx.conn, [env.message_id]):
                     raise Duplicate(env.message_id)
-                uow = ctx.unit_of_work(tx.conn, tx.scope, env)
+                uow = ctx.unit_of_work(tx.conn, tx.scope, env, settings=ctx.settings)
                 reply = await route.handler(env.payload, uow)
                 row = _reply_row(env, reply) if reply is not None else None
                 if route.query:

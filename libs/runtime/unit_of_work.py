@@ -69,9 +69,10 @@ class Outbox:
 
 class UnitOfWork:
     def __init__(self, conn: Any, scope: Scope | Unscoped, incoming: Envelope | None = None, *,
-                 now: datetime | None = None):
+                 now: datetime | None = None, settings: Any = None):
         self.conn = conn
         self.scope = scope
         self.message = incoming  # the envelope handled: ids, request id, reply_to, correlation
         self.outbox = Outbox(incoming)
         self.now = now or datetime.now(UTC)  # one clock reading per message
+        self.settings = settings  # the service's settings (rates, timeouts a rule needs)
