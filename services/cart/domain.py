@@ -185,7 +185,9 @@ class Cart:
         conv = to_base_units(product.base_uom, product.units, quantity=quantity, order_uom=order_uom,
                              order_quantity=order_quantity)
         line = Line.of(line_id, product.sku, conv, at)
-        return LineAdded(self._touched(at, lines=(*self.lines, line)), line)
+        # the order the repository reads them in (normally last: another instance's clock may lag behind)
+        lines = tuple(sorted((*self.lines, line), key=lambda x: (x.created_at, x.line_id)))
+        return LineAdded(self._touched(at, lines=lines), line)
 
     def change_line(self, line_id: str, *, quantity: int | None = None, order_quantity: int | None = None,
                     expected_version: int | None = None, at: datetime) -> LineChanged:
