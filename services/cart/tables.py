@@ -1,4 +1,5 @@
-"""Tables the cart service owns. Every row carries tenant_id and livemode."""
+"""The schema of the cart service's tables (Alembic compares migrations with it); every row carries tenant_id
+and livemode, scoped by row-level security (libs/runtime/database.py). Handlers use the repositories."""
 
 from datetime import datetime
 
@@ -22,6 +23,7 @@ class Product(Base, table=True):
     """The cart's copy of the catalog: just what unit conversion needs (from erp.products.v1)."""
 
     __tablename__ = "products"
+    __table_args__ = (sa.Index("products_by_sku", "sku"),)  # the scope is not in the SQL: lookups by sku alone
     tenant_id: str = Field(primary_key=True)
     livemode: bool = Field(primary_key=True)
     sku: str = Field(primary_key=True)
