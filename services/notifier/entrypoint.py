@@ -2,7 +2,7 @@
 
 from libs.contracts import topics
 from libs.contracts.orders import OrderConfirmed
-from libs.runtime.messaging import ServiceContext, subscribe
+from libs.runtime.context import ServiceContext, subscribe
 
 from . import handlers
 

@@ -6,14 +6,14 @@ from libs.runtime.service import ServiceSpec, run
 
 from . import entrypoint
 from .config import Settings
-from .tables import metadata, runtime
+from .unit_of_work import NotifierUnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="notifier", settings=Settings(), metadata=metadata, tables=runtime,
-                       migrations_dir=MIGRATIONS, register=entrypoint.register)
+    return ServiceSpec(name="notifier", settings=Settings(), migrations_dir=MIGRATIONS, register=entrypoint.register,
+                       unit_of_work=NotifierUnitOfWork)
 
 
 def main() -> None:

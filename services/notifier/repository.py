@@ -1,19 +1,23 @@
-"""The queries the notifier handlers need, scoped to tenant and mode."""
+"""The notifier's repository: prepared statements on the unit of work's connection.
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+The transaction is scoped to the message's tenant and mode by row-level security (libs/runtime/database.py):
+tenant_id/livemode default to the scope on insert.
+"""
 
-from .tables import Event
+import json
+
+from .domain import PublicEvent
 
 
-class EventRepository:
-    def __init__(self, session: AsyncSession, tenant_id: str, livemode: bool):
-        self.session = session
-        self.tenant_id = tenant_id
-        self.livemode = livemode
+class Events:
+    def __init__(self, conn):
+        self._conn = conn
 
-    async def record(self, **values) -> bool:
+    async def record(self, event: PublicEvent) -> bool:
         """Store an event once; False when that aggregate version was already recorded."""
-        stmt = pg_insert(Event).values(tenant_id=self.tenant_id, livemode=self.livemode, **values)
-        stmt = stmt.on_conflict_do_nothing().returning(Event.id)
-        return (await self.session.execute(stmt)).first() is not None
+        return await self._conn.fetchval("""
+            INSERT INTO events (id, type, aggregate_id, aggregate_version, data, occurred_at, received_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT DO NOTHING RETURNING true""",
+            event.id, event.type, event.aggregate_id, event.aggregate_version, json.dumps(dict(event.data)),
+            event.occurred_at, event.received_at) is not None

@@ -1,4 +1,5 @@
-"""Tables the notifier owns. Every row carries tenant_id and livemode."""
+"""The schema of the notifier's tables (Alembic compares migrations with it); every row carries tenant_id and
+livemode, scoped by row-level security (libs/runtime/database.py). Handlers use the repository."""
 
 from datetime import datetime
 

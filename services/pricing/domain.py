@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from libs.contracts.base import Rejection
+from libs.contracts.errors import ErrorCode
 from libs.contracts.fields import MAX_AMOUNT
 from libs.contracts.money import DEFAULT_CURRENCY, TaxCategory, tax_half_up
 from libs.contracts.pricing import LinesPriced, LineToPrice, PricedLine, PriceSource
@@ -73,7 +74,7 @@ def tax_rate_bp(category: TaxCategory, rates_bp: Mapping[str, int]) -> int:
 def _within_bound(total: int) -> None:
     """Money travels and is stored up to MAX_AMOUNT; a larger cart is refused, never half-placed."""
     if total > MAX_AMOUNT:
-        raise Rejection("amount_too_large",
+        raise Rejection(ErrorCode.AMOUNT_TOO_LARGE,
                         f"the cart's total would be over {MAX_AMOUNT:,} minor units; split it into smaller orders",
                         "cart_id")
 
@@ -105,17 +106,54 @@ def price_cart(cart_id: str, lines: Sequence[LineToPrice], tax_categories: Mappi
     for line in lines:
         category = tax_categories.get(line.sku)
         if category is None:
-            raise Rejection("sku_unknown", f"no product with sku {line.sku!r}", "sku")
+            raise Rejection(ErrorCode.SKU_UNKNOWN, f"no product with sku {line.sku!r}", "sku")
         price = resolve_unit_price(candidates.get(line.sku, ()), customer_id, price_list_id, line.base_quantity)
         if price is None:
-            raise Rejection("sku_unknown", f"sku {line.sku!r} has no price for {line.base_quantity} base units", "sku")
+            raise Rejection(ErrorCode.SKU_UNKNOWN, f"sku {line.sku!r} has no price for {line.base_quantity} base units",
+                            "sku")
         currencies.add(price.currency)
         priced.append(price_line(line.line_id, line.sku, line.base_quantity, price, category, rates_bp))
     if len(currencies) > 1:
-        raise Rejection("parameter_invalid",
+        raise Rejection(ErrorCode.PARAMETER_INVALID,
                         f"lines are priced in more than one currency ({', '.join(sorted(currencies))})", "lines")
     subtotal = sum(p.subtotal for p in priced)
     tax = sum(p.tax for p in priced)
     _within_bound(subtotal + tax)
     return LinesPriced(cart_id=cart_id, currency=currencies.pop() if currencies else DEFAULT_CURRENCY,
                        lines=priced, subtotal=subtotal, tax=tax, total=subtotal + tax)
+
+
+@dataclass(frozen=True)
+class Product:
+    """An active product of the catalog (erp.products.v1), with those of its ERP prices that could apply to
+    one customer (its own, its price list's, the list prices)."""
+
+    sku: str
+    name: str
+    base_uom: str
+    units: Mapping[str, int]
+    tax_category: TaxCategory
+    prices: tuple[PriceCandidate, ...] = ()
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    """What pricing knows for one customer about some skus: the active products among them (in sku order) and
+    the customer's price list. A sku missing from `products` is unknown or inactive."""
+
+    customer_id: str | None
+    price_list_id: str | None
+    products: Mapping[str, Product]
+
+    def price(self, cart_id: str, lines: Sequence[LineToPrice], rates_bp: Mapping[str, int]) -> LinesPriced:
+        """Every line priced for this customer, or a Rejection (price_cart)."""
+        return price_cart(cart_id, lines, {sku: p.tax_category for sku, p in self.products.items()},
+                          {sku: p.prices for sku, p in self.products.items()}, self.customer_id, self.price_list_id,
+                          rates_bp)
+
+    def unit_price(self, sku: str) -> ResolvedPrice | None:
+        """The price of one base unit of `sku` for this customer (what the catalog shows); None: no price."""
+        product = self.products.get(sku)
+        if product is None:
+            return None
+        return resolve_unit_price(product.prices, self.customer_id, self.price_list_id, 1)

@@ -3,13 +3,15 @@
 from libs.contracts import pricing as p
 from libs.contracts import topics
 from libs.contracts.erp import CustomerUpsert, PriceUpsert, ProductUpsert
-from libs.runtime.messaging import ServiceContext, subscribe
+from libs.runtime.context import ServiceContext, subscribe
 
 from . import handlers
 
 
 def register(ctx: ServiceContext) -> None:
     subscribe(ctx, topics.PRICING_COMMANDS, {
+        p.PriceCheckout: handlers.price_checkout,  # claimed: it sends ReserveCredit
+    }, queries={
         p.ListProducts: handlers.list_products,
         p.GetProduct: handlers.get_product,
         p.PriceLines: handlers.price_lines,

@@ -1,99 +1,80 @@
-"""Pricing handlers: catalog and price queries answered at once; ERP master data stored once per message."""
+"""Pricing's handlers: load the price book, let the domain price, answer; ERP master data stored once per message.
+
+ListProducts, GetProduct and PriceLines are queries (nothing stored, nothing claimed). PriceCheckout is a command:
+it hands the checkout on to credit (ReserveCredit) and answers the saga with CheckoutPriced.
+"""
 
 from libs.contracts import pricing as p
+from libs.contracts import topics
 from libs.contracts.base import Rejection
-from libs.contracts.envelope import Envelope
+from libs.contracts.credit import ReserveCredit
 from libs.contracts.erp import CustomerUpsert, PriceUpsert, ProductUpsert
-from libs.contracts.money import DEFAULT_CURRENCY, TaxCategory
-from libs.runtime.messaging import ServiceContext
+from libs.contracts.errors import ErrorCode
+from libs.contracts.money import DEFAULT_CURRENCY
 
-from . import domain
-from .repository import PricingRepository
-from .tables import Product
+from .domain import PriceBook, Product
+from .unit_of_work import PricingUnitOfWork
 
 
-def product_view(product: Product, price: domain.ResolvedPrice | None) -> p.ProductView:
+def _view(product: Product, book: PriceBook) -> p.ProductView:
+    price = book.unit_price(product.sku)
     return p.ProductView(
-        sku=product.sku, name=product.name, base_uom=product.base_uom, units=product.units,
-        tax_category=TaxCategory(product.tax_category),
+        sku=product.sku, name=product.name, base_uom=product.base_uom, units=dict(product.units),
+        tax_category=product.tax_category,
         unit_price=price.unit_amount if price else None,
         currency=price.currency if price else DEFAULT_CURRENCY,
         price_source=price.source if price else None,
     )
 
 
-async def _views(repo: PricingRepository, products: list[Product], customer_id: str | None) -> list[p.ProductView]:
-    """Each product with the price of one base unit: the customer's contract price, else the list price."""
-    price_list_id = await repo.price_list_of(customer_id)
-    candidates = await repo.price_candidates([x.sku for x in products], customer_id) if products else {}
-    return [
-        product_view(x, domain.resolve_unit_price(candidates.get(x.sku, ()), customer_id, price_list_id, 1))
-        for x in products
-    ]
+async def list_products(q: p.ListProducts, uow: PricingUnitOfWork) -> p.ProductList:
+    """A page of the catalog, each product with the price of one base unit for the customer (if one is named)."""
+    book, has_more = await uow.products.page(q.customer_id, q.starting_after, q.limit)
+    return p.ProductList(products=[_view(x, book) for x in book.products.values()], has_more=has_more)
 
 
-async def list_products(cmd: p.ListProducts, env: Envelope, ctx: ServiceContext) -> None:
-    async with ctx.uow(env) as uow:
-        repo = PricingRepository(uow.session, env)
-        products, has_more = await repo.page_of_products(cmd.starting_after, cmd.limit)
-        reply = p.ProductList(products=await _views(repo, products, cmd.customer_id), has_more=has_more)
-    await ctx.reply_now(env, reply)
+async def get_product(q: p.GetProduct, uow: PricingUnitOfWork) -> p.ProductView:
+    book = await uow.products.price_book([q.sku], q.customer_id)
+    product = book.products.get(q.sku)
+    if product is None:
+        raise Rejection(ErrorCode.RESOURCE_MISSING, f"no product with sku {q.sku!r}", "sku")
+    return _view(product, book)
 
 
-async def get_product(cmd: p.GetProduct, env: Envelope, ctx: ServiceContext) -> None:
-    async with ctx.uow(env) as uow:
-        repo = PricingRepository(uow.session, env)
-        product = await repo.get_product(cmd.sku)
-        if product is None:
-            reply = Rejection("resource_missing", f"no product with sku {cmd.sku!r}", "sku").failure()
-        else:
-            [reply] = await _views(repo, [product], cmd.customer_id)
-    await ctx.reply_now(env, reply)
+async def _price(uow: PricingUnitOfWork, cart_id: str, customer_id: str, lines: list[p.LineToPrice]) -> p.LinesPriced:
+    """All the lines' products and prices in one statement, then the domain prices them (or refuses)."""
+    book = await uow.products.price_book([line.sku for line in lines], customer_id)
+    return book.price(cart_id, lines, uow.rates_bp)
 
 
-async def price_lines(cmd: p.PriceLines, env: Envelope, ctx: ServiceContext) -> None:
+async def price_lines(q: p.PriceLines, uow: PricingUnitOfWork) -> p.LinesPriced:
     """A pure query: the same lines priced twice give the same answer, so nothing is stored."""
-    rates: dict[str, int] = ctx.settings.gct_rates_bp  # type: ignore[attr-defined]  # pricing's own Settings
-    async with ctx.uow(env) as uow:
-        repo = PricingRepository(uow.session, env)
-        skus = {line.sku for line in cmd.lines}
-        products = await repo.products(skus) if skus else {}
-        candidates = await repo.price_candidates(skus, cmd.customer_id) if skus else {}
-        price_list_id = await repo.price_list_of(cmd.customer_id)
-    try:
-        reply = domain.price_cart(
-            cmd.cart_id, cmd.lines, {sku: TaxCategory(x.tax_category) for sku, x in products.items()},
-            candidates, cmd.customer_id, price_list_id, rates,
-        )
-    except Rejection as r:
-        reply = r.failure()
-    await ctx.reply_now(env, reply)
+    return await _price(uow, q.cart_id, q.customer_id, q.lines)
 
 
-async def upsert_product(rec: ProductUpsert, env: Envelope, ctx: ServiceContext) -> None:
-    async with ctx.uow(env) as uow:
-        await uow.claim()
-        await PricingRepository(uow.session, env).upsert_product(
-            sku=rec.sku, name=rec.name, base_uom=rec.base_uom, units=dict(rec.units),
-            tax_category=rec.tax_category.value, active=rec.active,
-        )
-        await uow.commit()
+async def price_checkout(cmd: p.PriceCheckout, uow: PricingUnitOfWork) -> p.CheckoutPriced:
+    """Price a frozen cart as PriceLines does, hand the checkout on to credit (ReserveCredit for the total, on the
+    saga's reply_to and correlation) and answer the saga with the priced lines. A pricing refusal is answered to
+    the saga as a Failure, and nothing is sent to credit."""
+    lines = [p.LineToPrice(line_id=x.line_id, sku=x.sku, base_quantity=x.base_quantity) for x in cmd.lines]
+    priced = await _price(uow, cmd.cart_id, cmd.customer_id, lines)
+    reserve = ReserveCredit(reservation_id=cmd.then.reservation_id, checkout_id=cmd.checkout_id,
+                            customer_id=cmd.customer_id, bill_to_id=cmd.then.bill_to_id, amount=priced.total,
+                            currency=priced.currency)
+    uow.outbox.add(topics.CREDIT_COMMANDS, cmd.then.bill_to_id, reserve,
+                   reply_to=uow.message.reply_to, correlation_id=uow.message.correlation_id)
+    return p.CheckoutPriced(cart_id=cmd.cart_id, checkout_id=cmd.checkout_id, cart_version=cmd.cart_version,
+                            lines=cmd.lines, priced=priced)
 
 
-async def upsert_price(rec: PriceUpsert, env: Envelope, ctx: ServiceContext) -> None:
-    async with ctx.uow(env) as uow:
-        await uow.claim()
-        await PricingRepository(uow.session, env).upsert_price(
-            price_id=rec.price_id, sku=rec.sku, customer_id=rec.customer_id, price_list_id=rec.price_list_id,
-            unit_amount=rec.unit_amount, currency=rec.currency, min_quantity=rec.min_quantity, active=rec.active,
-        )
-        await uow.commit()
+async def upsert_product(rec: ProductUpsert, uow: PricingUnitOfWork) -> None:
+    await uow.products.upsert(rec.sku, rec.name, rec.base_uom, dict(rec.units), rec.tax_category, rec.active)
 
 
-async def upsert_customer(rec: CustomerUpsert, env: Envelope, ctx: ServiceContext) -> None:
-    async with ctx.uow(env) as uow:
-        await uow.claim()
-        await PricingRepository(uow.session, env).upsert_customer(
-            customer_id=rec.customer_id, price_list_id=rec.price_list_id,
-        )
-        await uow.commit()
+async def upsert_price(rec: PriceUpsert, uow: PricingUnitOfWork) -> None:
+    await uow.prices.upsert(rec.price_id, rec.sku, rec.customer_id, rec.price_list_id, rec.unit_amount, rec.currency,
+                            rec.min_quantity, rec.active)
+
+
+async def upsert_customer(rec: CustomerUpsert, uow: PricingUnitOfWork) -> None:
+    await uow.customers.upsert(rec.customer_id, rec.price_list_id)

@@ -6,14 +6,15 @@ from libs.runtime.service import ServiceSpec, run
 
 from . import entrypoint
 from .config import Settings
-from .tables import metadata, runtime
+from .unit_of_work import PricingUnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="pricing", settings=Settings(), metadata=metadata, tables=runtime,
-                       migrations_dir=MIGRATIONS, register=entrypoint.register)
+    settings = Settings()
+    return ServiceSpec(name="pricing", settings=settings, migrations_dir=MIGRATIONS, register=entrypoint.register,
+                       unit_of_work=PricingUnitOfWork.with_rates(settings.gct_rates_bp))
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Tables the pricing service owns. Every row carries tenant_id and livemode."""
+"""The schema of the pricing service's tables (Alembic compares migrations with it); every row carries tenant_id
+and livemode, scoped by row-level security (libs/runtime/database.py). Handlers use the repositories."""
 
 import sqlalchemy as sa
 from sqlalchemy.orm import registry
@@ -15,6 +16,7 @@ class Product(Base, table=True):
     """The catalog, as the ERP publishes it on erp.products.v1."""
 
     __tablename__ = "products"
+    __table_args__ = (sa.Index("products_by_sku", "sku"),)
     tenant_id: str = Field(primary_key=True)
     livemode: bool = Field(primary_key=True)
     sku: str = Field(primary_key=True)
@@ -29,7 +31,7 @@ class Price(Base, table=True):
     """A price per base unit (erp.prices.v1): customer-specific, a price list's, or the list price (neither set)."""
 
     __tablename__ = "prices"
-    __table_args__ = (sa.Index("prices_by_sku", "tenant_id", "livemode", "sku"),)
+    __table_args__ = (sa.Index("prices_by_sku", "sku"),)
     tenant_id: str = Field(primary_key=True)
     livemode: bool = Field(primary_key=True)
     price_id: str = Field(primary_key=True)
@@ -46,6 +48,7 @@ class Customer(Base, table=True):
     """Only what pricing needs of a customer (erp.customers.v1): which price list applies."""
 
     __tablename__ = "customers"
+    __table_args__ = (sa.Index("customers_by_id", "customer_id"),)
     tenant_id: str = Field(primary_key=True)
     livemode: bool = Field(primary_key=True)
     customer_id: str = Field(primary_key=True)
