@@ -12,9 +12,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def spec() -> ServiceSpec:
-    settings = Settings()
-    return ServiceSpec(name="pricing", settings=settings, migrations_dir=MIGRATIONS, register=entrypoint.register,
-                       unit_of_work=PricingUnitOfWork.with_rates(settings.gct_rates_bp))
+    return ServiceSpec(name="pricing", settings=Settings(), migrations_dir=MIGRATIONS, register=entrypoint.register,
+                       unit_of_work=PricingUnitOfWork)
 
 
 def main() -> None:

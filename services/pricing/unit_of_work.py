@@ -12,10 +12,6 @@ class PricingUnitOfWork(UnitOfWork):
     products: Products
     prices: Prices
     customers: Customers
-    # GCT in basis points by tax category: the deployment's (Settings.gct_rates_bp), bound by `with_rates`
-    # since the runtime builds a unit of work from (conn, scope, envelope) only
-    rates_bp: Mapping[str, int] = {str(k): v for k, v in DEFAULT_GCT_RATES_BP.items()}
-
     def __init__(self, conn, scope, incoming=None, **kw):
         super().__init__(conn, scope, incoming, **kw)
         if conn is not None:  # unit tests hand in-memory repositories instead
@@ -23,7 +19,8 @@ class PricingUnitOfWork(UnitOfWork):
             self.prices = Prices(conn)
             self.customers = Customers(conn)
 
-    @classmethod
-    def with_rates(cls, rates_bp: Mapping[str, int]) -> type["PricingUnitOfWork"]:
-        """This unit of work with the deployment's GCT rates (main.py passes it to the runtime)."""
-        return type(cls.__name__, (cls,), {"rates_bp": dict(rates_bp), "__module__": cls.__module__})
+    @property
+    def rates_bp(self) -> Mapping[str, int]:
+        """GCT in basis points by tax category: the deployment's (Settings.gct_rates_bp), else the defaults."""
+        rates = getattr(self.settings, "gct_rates_bp", None) or DEFAULT_GCT_RATES_BP
+        return {str(k): v for k, v in rates.items()}

@@ -7,6 +7,8 @@ rows; what a handler answers, emits and stores is checked for every path, refusa
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from types import SimpleNamespace
+
 import pytest
 
 from libs.contracts import topics
@@ -92,9 +94,9 @@ class InMemoryCustomers:
 
 
 def uow_for(rows: Rows, payload, *, rates: Mapping[str, int] | None = None, **envelope) -> PricingUnitOfWork:
-    cls = PricingUnitOfWork if rates is None else PricingUnitOfWork.with_rates(rates)
     env = Envelope(tenant_id=TENANT, livemode=False, payload=payload, **envelope)
-    uow = cls(None, Scope(TENANT, False), env)
+    settings = None if rates is None else SimpleNamespace(gct_rates_bp=rates)
+    uow = PricingUnitOfWork(None, Scope(TENANT, False), env, settings=settings)
     uow.products, uow.prices, uow.customers = InMemoryProducts(rows), InMemoryPrices(rows), InMemoryCustomers(rows)
     return uow
 
