@@ -3,6 +3,7 @@ consumption not paused; with `quiet` for the embedded broker's supervised restar
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -11,7 +12,20 @@ from .context import ServiceContext
 log = logging.getLogger("harmon.health")
 
 
-def readiness_checks(ctx: ServiceContext, head: str | None) -> Callable[[], Awaitable[dict]]:
+@dataclass(frozen=True)
+class Extra:
+    """What a caller's own check adds to readiness (the gateway's reply reader, its requests in flight)."""
+
+    fields: dict = field(default_factory=dict)  # shown in the answer
+    ready: bool = True  # False: not ready
+    quiet: bool = True  # False: something of the caller's is in flight
+
+
+def readiness_checks(ctx: ServiceContext, head: str | None, extra: Callable[[], Awaitable[Extra]] | None = None, *,
+                     partitions_required: bool = True) -> Callable[[], Awaitable[dict]]:
+    """`extra`: the caller's own check, run after the shared ones; `partitions_required=False`: a consumer with no
+    partitions does not make the service unready (the gateway's customer copy: any instance may hold none)."""
+
     async def check() -> dict:
         result: dict = {}
         try:
@@ -27,14 +41,17 @@ def readiness_checks(ctx: ServiceContext, head: str | None) -> Callable[[], Awai
         paused = [c.paused_reason for c in ctx.consumers if c.paused_reason is not None]
         if paused:
             result["consumption"] = f"paused: {paused[0]}"
+        more = await extra() if extra is not None else Extra()
+        result.update(more.fields)
         result["ready"] = (
             result.get("database") == "ok"
             and result.get("migrations") == "current"
             and ctx.link.up
-            and bool(per_consumer) and all(per_consumer) and not paused
+            and (not partitions_required or (bool(per_consumer) and all(per_consumer))) and not paused
             and not ctx.extras.get("draining", False)
+            and more.ready
         )
-        result["quiet"] = result["ready"] and await is_quiet(ctx)
+        result["quiet"] = result["ready"] and more.quiet and await is_quiet(ctx)
         result["expecting_broker_restart"] = ctx.link.expecting_restart
         result["let_go_of_broker"] = ctx.link.let_go
         return result

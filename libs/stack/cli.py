@@ -5,6 +5,8 @@
     harmon bench [--shoppers N,N] [--seconds S]   checkout benchmark against a running `harmon dev`
     harmon tenants create NAME | update TEN | list   tenants (and their rate limits) in the gateway's database
     harmon keys create|list|revoke|rotate    a tenant's API keys (a full key is printed once, at creation)
+    harmon signing-keys add|list|revoke      a tenant's own public keys for shopper tokens
+    (these three run the gateway's own `python -m services.gateway.admin_cli`: libs/stack/admin_cli.py)
     harmon dlt list|replay TOPIC             a topic's dead letters: what and why, and re-driving them after a fix
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from libs.contracts.topics import all_topic_names
 
-from .admin_cli import add_admin_parsers, add_signing_key_parsers
+from .admin_cli import add_admin_parsers
 from .databases import migrate
 from .dlt import add_dlt_parsers
 from .supervision import BrokerBound
@@ -80,7 +82,7 @@ def dev_summary(stack: Stack, credentials: dict[str, Any]) -> str:
 
 
 async def run_dev(args: argparse.Namespace) -> int:
-    from .demo import load_demo  # imports the gateway's admin module: only `dev` needs it
+    from .demo import load_demo  # only `dev` needs it
 
     bound = BrokerBound(max_rss_mib=args.broker_max_rss) if args.broker_max_rss > 0 else None
     stack = Stack(Path(args.data_dir), gateway_port=args.port, partitions=args.partitions, fsync=True,
@@ -252,8 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--allow-breaking", action="store_true", help="overwrite FILE even so")
     spec.set_defaults(run=run_asyncapi)
 
-    add_admin_parsers(commands)
-    add_signing_key_parsers(commands)
+    add_admin_parsers(commands)  # tenants, keys, signing-keys: the gateway's own command, as a subprocess
     add_dlt_parsers(commands)
     return parser
 

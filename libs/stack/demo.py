@@ -1,14 +1,18 @@
 """Demo data for `harmon dev`, loaded the way an ERP loads it: by publishing master data on `erp.*.v1`.
 
-Tenants and API keys are the gateway's own data, made with `services.gateway.admin`. Everything
+Tenants and API keys are the gateway's own data, made by the gateway's admin command run as a process
+(`python -m services.gateway.admin_cli … --json`; libs/ never imports services/). Everything
 generated (tenant ids, keys, customer ids) is kept in `<data-dir>/secrets.json`, so a restart
 re-publishes the same records (upserts: idempotent) and hands out the same keys.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -25,7 +29,6 @@ from libs.contracts.envelope import Envelope
 from libs.contracts.erp import CreditLimitUpsert, CustomerUpsert, PriceUpsert, ProductUpsert
 from libs.contracts.ids import CUSTOMER, new_id
 from libs.contracts.money import DEFAULT_CURRENCY, TaxCategory
-from libs.runtime.db import make_engine, make_sessionmaker
 from libs.runtime.kafka import ensure_topics
 
 from .supervisor import Stack, write_private_json
@@ -114,37 +117,44 @@ class TenantKeys:
     livemode: bool = False
 
 
+GATEWAY_ADMIN = "services.gateway.admin_cli"  # the gateway owns tenants and keys
+
+
+async def gateway_admin(gateway_dsn: str, *arguments: str) -> dict[str, Any]:
+    """Run the gateway's admin command with `--json` on `gateway_dsn` and return what it printed.
+
+    The DSN goes in the child's environment (HARMON_GATEWAY_DATABASE_URL), never on its command line."""
+    env = {k: v for k, v in os.environ.items() if not (k.startswith("HARMON_") and k.endswith("DATABASE_URL"))}
+    env["HARMON_GATEWAY_DATABASE_URL"] = gateway_dsn
+    project_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
+    child = await asyncio.create_subprocess_exec(sys.executable, "-m", GATEWAY_ADMIN, *arguments, "--json", env=env,
+                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await child.communicate()
+    if child.returncode != 0:
+        # its stderr names keys by prefix and last four only; the full ones are on stdout, not shown here
+        raise RuntimeError(f"gateway admin {' '.join(arguments[:2])} exited {child.returncode}: "
+                           f"{err.decode(errors='replace').strip()[-2000:]}")
+    return json.loads(out)
+
+
 async def create_tenant_with_keys(gateway_dsn: str, name: str, livemode: bool = False, *,
                                   rate_limit: str | None = None, mint_rate_limit: str | None = None) -> TenantKeys:
     """A new tenant in the gateway's database, with one secret and one publishable key (and its own rate limits)."""
-    from services.gateway import admin  # the gateway owns tenants and keys
-
-    engine = make_engine(gateway_dsn, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            tenant = await admin.create_tenant(session, name, rate_limit=rate_limit, mint_rate_limit=mint_rate_limit)
-            secret = await admin.create_api_key(session, tenant.id, livemode, "secret")
-            publishable = await admin.create_api_key(session, tenant.id, livemode, "publishable")
-    finally:
-        await engine.dispose()
-    return TenantKeys(tenant.id, secret.key, publishable.key, livemode)
+    limits = [*(("--rate-limit", rate_limit) if rate_limit else ()),
+              *(("--mint-rate-limit", mint_rate_limit) if mint_rate_limit else ())]
+    made = await gateway_admin(gateway_dsn, "tenants", "create", name, "--with-keys",
+                               "--mode", "live" if livemode else "test", *limits)
+    keys = {k["kind"]: k["key"] for k in made["keys"]}
+    return TenantKeys(made["id"], keys["secret"], keys["publishable"], livemode)
 
 
 async def set_tenant_rate_limits(gateway_dsn: str, tenant_id: str, rate_limit: str | None,
                                  mint_rate_limit: str | None) -> tuple[str | None, str | None]:
     """Set a tenant's rate limits (None: the deployment's default); returns the ones it had."""
-    from services.gateway import admin
-
-    engine = make_engine(gateway_dsn, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            before = await admin.get_tenant(session, tenant_id)
-            old = (before.rate_limit, before.mint_rate_limit)
-            await admin.update_tenant(session, tenant_id, rate_limit=rate_limit or "default",
-                                      mint_rate_limit=mint_rate_limit or "default")
-    finally:
-        await engine.dispose()
-    return old
+    updated = await gateway_admin(gateway_dsn, "tenants", "update", tenant_id, "--rate-limit", rate_limit or "default",
+                                  "--mint-rate-limit", mint_rate_limit or "default")
+    return updated["previous"]["rate_limit"], updated["previous"]["mint_rate_limit"]
 
 
 class ErpPublisher:

@@ -20,11 +20,10 @@ from libs.runtime.scoping import unscoped_session
 from .auth import (
     DEPLOYMENT_KID_PREFIX, TENANT_KID_PATTERN, generate_api_key, hash_api_key, key_prefix, load_public_key,
 )
-from .ratelimit import check_rate
-from .state import KIND_PUBLISHABLE, KIND_SECRET, SCOPES
+from .state import KIND_PUBLISHABLE, KIND_RESTRICTED, KIND_SECRET, SCOPES
 from .tables import ApiKey, Tenant, TenantSigningKey
+from .validators import check_rate
 
-KIND_RESTRICTED = "restricted"  # a secret key (hk_<mode>_sec_…) whose row lists its scopes
 KINDS = (KIND_SECRET, KIND_PUBLISHABLE, KIND_RESTRICTED)
 # Stripe's longest too: an old key that lingers for weeks is a leaked key that keeps working
 MAX_OVERLAP = timedelta(days=7)

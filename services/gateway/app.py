@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
@@ -29,25 +30,24 @@ from libs.runtime.migrations import head_revision
 from libs.runtime.outbox import Outbox
 
 from . import customers
-from .auth import ShopperTokens, auth_middleware
-from .config import Settings
-from .correlator import Correlator
+from .auth import TOKENS, ShopperTokens, auth_middleware
+from .cache import CACHE, LISTENER, Cache, Listener, listener_name
+from .config import SETTINGS, Settings
+from .correlator import CORRELATOR, Correlator
 from .cors import cors_middleware
 from .errors import INVALID_REQUEST, ApiError, body_invalid, error_middleware
-from .hold import Hold
-from .idempotency import IdempotencyStore, idempotency_middleware
-from .ratelimit import Limits, RateLimiter
+from .hold import HOLD, Hold
+from .idempotency import IDEMPOTENCY_STORE, IdempotencyStore, idempotency_middleware
+from .ratelimit import RATE_LIMITER, Limits, RateLimiter
 from .routes import (carts, checkout, docs, expected_version, health, orders, parse_body, products,
                      shopper_tokens)
-from .state import (BODY, CALLER, CORRELATOR, DRAINING, ENGINE, EXPECTED_VERSION, HOLD, IDEMPOTENCY, JSON_BODY, LOOKUPS, METRICS,
-                     RATE_LIMITER, SERVICE, SESSIONMAKER, SETTINGS, TOKENS, endpoint_of)
-from .tables import runtime
+from .state import (BODY, CALLER, ENGINE, EXPECTED_VERSION, JSON_BODY, LOOKUPS, METRICS, REQUEST_ID_HEADER,
+                    SERVICE, SESSIONMAKER, endpoint_of)
 
 log = logging.getLogger("harmon.gateway")
 access_log = logging.getLogger("harmon.gateway.access")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-REQUEST_ID_HEADER = "Request-Id"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -57,6 +57,8 @@ class HttpMetrics:
                                 registry=metrics.registry)
         self.seconds = Histogram("harmon_http_request_seconds", "HTTP request latency", ["route"],
                                  registry=metrics.registry)
+        self.statements = Counter("harmon_gateway_db_statements", "SQL statements sent through the gateway's pool",
+                                  registry=metrics.registry)
 
 
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
@@ -129,15 +131,20 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     app[SESSIONMAKER] = make_sessionmaker(engine)
     app[LOOKUPS] = make_lookup_sessionmaker(engine)
-    app[IDEMPOTENCY] = IdempotencyStore(app[SESSIONMAKER], settings.idempotency_lease_s, settings.instance_id)
+    statements = app[HTTP_METRICS].statements
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: statements.inc())
+    app[LISTENER] = Listener(app[CACHE], settings.database_url, listener_name(settings.instance_id))
+    await app[LISTENER].start()  # until it listens, every lookup reads PostgreSQL
+    app[IDEMPOTENCY_STORE] = IdempotencyStore(app[SESSIONMAKER], settings.idempotency_lease_s, settings.instance_id)
     try:
-        released = await app[IDEMPOTENCY].release_leases_of_previous_run()
+        released = await app[IDEMPOTENCY_STORE].release_leases_of_previous_run()
         if released:
             log.info("released %d idempotency lease(s) this instance (%s) held before it restarted", released,
                      settings.instance_id)
     except Exception as e:  # they lapse on their own; readiness reports the database
         log.warning("could not release this instance's earlier idempotency leases (%s)", type(e).__name__)
     yield
+    await app[LISTENER].stop()
     await engine.dispose()
 
 
@@ -198,7 +205,7 @@ async def housekeeping(app: web.Application) -> AsyncIterator[None]:
     async def prune_forever() -> None:
         while True:
             try:
-                pruned = await app[IDEMPOTENCY].prune(settings.idempotency_retention_h)
+                pruned = await app[IDEMPOTENCY_STORE].prune(settings.idempotency_retention_h)
                 if pruned:
                     log.info("pruned %d idempotency record(s)", pruned)
             except Exception:
@@ -232,7 +239,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.rate_limit_storage,
         Limits(settings.rate_limit, settings.mint_rate_limit, settings.failed_auth_rate_limit),
         settings.forwarded_hops, app[METRICS])
-    app[DRAINING] = {"draining": False}
+    app[CACHE] = Cache(enabled=settings.cache, metrics=app[METRICS])
     app[HOLD] = hold
     app[health.HEAD] = head_revision(MIGRATIONS)
     app.cleanup_ctx.extend([database, messaging, housekeeping])

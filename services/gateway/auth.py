@@ -3,7 +3,7 @@
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,18 +20,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from libs.contracts.ids import new_id
 from libs.runtime.scoping import bind, unscoped
 
+from .cache import API_KEYS, CACHE, CUSTOMERS, SIGNING_KEYS, Cache
+from .config import SETTINGS
 from .cors import browser_origin
 from .customers import is_active_customer
 from .errors import AUTHENTICATION, PERMISSION, ApiError
-from .ratelimit import MINT_SCOPE
-from .state import (CALLER, KIND_PUBLISHABLE, KIND_SECRET, LOOKUPS, RATE_LIMITER, SETTINGS, SHOPPER, TOKENS,
-                    endpoint_of)
+from .ratelimit import RATE_LIMITER
+from .state import (CALLER, KIND_PUBLISHABLE, KIND_SECRET, LOOKUPS, MINT_SCOPE, SHOPPER, SHOPPER_HEADER, Caller,
+                    Shopper, endpoint_of)
 from .tables import ApiKey, Tenant, TenantSigningKey
 
 _KIND_TAG = {KIND_SECRET: "sec", KIND_PUBLISHABLE: "pub"}
 _TAG_KIND = {v: k for k, v in _KIND_TAG.items()}
 API_KEY_PATTERN = re.compile(r"^hk_(test|live)_(sec|pub)_[A-Za-z0-9_-]{32,128}$")
-SHOPPER_HEADER = "X-Storefront-Shopper-Token"
 # a deployment kid accepts HS256 only, a tenant's kid only the algorithm registered with it
 TENANT_ALGORITHMS = ("RS256", "ES256")
 DEPLOYMENT_KID_PREFIX = "hs256-"  # reserved: a tenant's kid never starts with it
@@ -64,20 +65,6 @@ def parse_api_key(key: str) -> tuple[bool, str] | None:
     return m.group(1) == "live", _TAG_KIND[m.group(2)]
 
 
-@dataclass(frozen=True)
-class Caller:
-    """The API key's tenant, mode and kind."""
-
-    tenant_id: str
-    livemode: bool
-    kind: str
-    key_id: str
-    hint: str
-    scopes: tuple[str, ...] | None = None  # None: unrestricted
-    rate_limit: str | None = None  # the tenant's own limits; None: the deployment's
-    mint_rate_limit: str | None = None
-
-
 def bearer_key(authorization: str | None) -> str:
     if not authorization:
         raise ApiError(401, AUTHENTICATION, "api_key_missing",
@@ -89,20 +76,52 @@ def bearer_key(authorization: str | None) -> str:
     return value.strip()
 
 
-async def authenticate_key(session: AsyncSession, authorization: str | None) -> Caller:
+@dataclass(frozen=True)
+class KeyRecord:
+    """An API key's row with its tenant's rate limits: what authentication reads, and the cache keeps."""
+
+    id: str
+    tenant_id: str
+    livemode: bool
+    kind: str
+    prefix: str
+    last4: str
+    scopes: tuple[str, ...] | None
+    revoked_at: datetime | None
+    expires_at: datetime | None
+    rate_limit: str | None
+    mint_rate_limit: str | None
+
+
+async def find_key(session: AsyncSession, key_hash: str) -> KeyRecord | None:
+    # the tenant's rate limits in the same query: no second round trip per request
+    by_hash = (sa.select(ApiKey, Tenant.rate_limit, Tenant.mint_rate_limit)
+               .join(Tenant, Tenant.id == ApiKey.tenant_id)
+               .where(ApiKey.key_hash == key_hash))
+    found = (await session.execute(unscoped(by_hash, "authentication: the key decides the tenant"))).one_or_none()
+    if found is None:
+        return None
+    row, rate_limit, mint_rate_limit = found
+    return KeyRecord(id=row.id, tenant_id=row.tenant_id, livemode=row.livemode, kind=row.kind, prefix=row.prefix,
+                     last4=row.last4, scopes=tuple(row.scopes) if row.scopes else None, revoked_at=row.revoked_at,
+                     expires_at=row.expires_at, rate_limit=rate_limit, mint_rate_limit=mint_rate_limit)
+
+
+async def authenticate_key(session: AsyncSession, authorization: str | None, cache: Cache | None = None) -> Caller:
+    """The caller of a key; revocation from the row (remembered until a change is heard), expiry against the
+    clock on every request."""
     key = bearer_key(authorization)
     parsed = parse_api_key(key)
     invalid = ApiError(401, AUTHENTICATION, "api_key_invalid", "the API key is not valid")
     if parsed is None:
         raise invalid
-    # the tenant's rate limits in the same query: no second round trip per request
-    by_hash = (sa.select(ApiKey, Tenant.rate_limit, Tenant.mint_rate_limit)
-               .join(Tenant, Tenant.id == ApiKey.tenant_id)
-               .where(ApiKey.key_hash == hash_api_key(key)))
-    found = (await session.execute(unscoped(by_hash, "authentication: the key decides the tenant"))).one_or_none()
-    if found is None or (found[0].livemode, found[0].kind) != parsed:
+    key_hash = hash_api_key(key)
+    if cache is None:
+        row = await find_key(session, key_hash)
+    else:  # unknown hashes are not remembered: anyone can send new ones
+        row = await cache.remember(API_KEYS, key_hash, lambda: find_key(session, key_hash), keep_missing=False)
+    if row is None or (row.livemode, row.kind) != parsed:
         raise invalid
-    row, rate_limit, mint_rate_limit = found
     hint = f"{row.prefix}_…{row.last4}"
     if row.revoked_at is not None:
         raise ApiError(401, AUTHENTICATION, "api_key_revoked", f"the API key {hint} was revoked")
@@ -112,18 +131,20 @@ async def authenticate_key(session: AsyncSession, authorization: str | None) -> 
                        f"{row.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}; "
                        "use the key that replaced it")
     return Caller(tenant_id=row.tenant_id, livemode=row.livemode, kind=row.kind, key_id=row.id, hint=hint,
-                  scopes=tuple(row.scopes) if row.scopes else None, rate_limit=rate_limit,
-                  mint_rate_limit=mint_rate_limit)
+                  scopes=row.scopes, rate_limit=row.rate_limit, mint_rate_limit=row.mint_rate_limit)
+
+
+async def active_customer(session: AsyncSession, caller: Caller, customer_id: str, cache: Cache | None = None) -> bool:
+    """Whether `customer_id` is an active customer of the caller's tenant and mode (remembered, unknown ones too:
+    a customer's first ERP record is a change like any other)."""
+    def load() -> Awaitable[bool]:
+        return is_active_customer(session, caller.tenant_id, caller.livemode, customer_id)
+    if cache is None:
+        return await load()
+    return await cache.remember(CUSTOMERS, (caller.tenant_id, caller.livemode, customer_id), load)
 
 
 # --- shopper tokens -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Shopper:
-    customer_id: str
-    token_id: str
-    expires_at: datetime
-
 
 @dataclass(frozen=True)
 class MintedToken:
@@ -275,13 +296,22 @@ async def find_tenant_key(session: AsyncSession, kid: str) -> TenantKey | None:
                      algorithm=row.algorithm, public_key=row.public_key)
 
 
-async def verify_shopper_token(session: AsyncSession, tokens: ShopperTokens, token: str, caller: Caller) -> Shopper:
-    """A deployment kid verifies without the database; any other kid is one query for the caller's tenant key."""
+async def verify_shopper_token(session: AsyncSession, tokens: ShopperTokens, token: str, caller: Caller,
+                               cache: Cache | None = None) -> Shopper:
+    """A deployment kid verifies without the database; any other kid is one query for the caller's tenant key
+    (remembered, a kid the tenant does not have too)."""
     kid = tokens.signing_key_id(token)
     tenant_key = None
     if not tokens.is_deployment_key(kid):
-        tenant_key = await find_tenant_key(session, kid)
+        if cache is None:
+            tenant_key = await find_tenant_key(session, kid)
+        else:
+            tenant_key = await cache.remember(SIGNING_KEYS, (caller.tenant_id, caller.livemode, kid),
+                                              lambda: find_tenant_key(session, kid))
     return tokens.verify(token, caller.tenant_id, caller.livemode, tenant_key)
+
+
+TOKENS = web.AppKey("tokens", ShopperTokens)
 
 
 # --- middleware -----------------------------------------------------------------------------------
@@ -300,9 +330,10 @@ def auth_middleware() -> web.middleware:
         await limiter.guard_address(request)  # before the key is looked at: guessing keys gets nowhere
         # each lookup stands alone (key, signing key, customer): autocommit, no BEGIN/ROLLBACK round trips
         sessionmaker: async_sessionmaker[AsyncSession] = request.app[LOOKUPS]
+        cache = request.app[CACHE]
         async with sessionmaker() as session:
             try:
-                caller = await authenticate_key(session, request.headers.get("Authorization"))
+                caller = await authenticate_key(session, request.headers.get("Authorization"), cache)
             except ApiError:
                 await limiter.count_failed_auth(request)
                 raise
@@ -328,8 +359,8 @@ def auth_middleware() -> web.middleware:
                 raise ApiError(401, AUTHENTICATION, "shopper_token_missing",
                                f"this route acts for a signed-in customer: send {SHOPPER_HEADER}")
             if token and endpoint.shopper != "none":
-                shopper = await verify_shopper_token(session, request.app[TOKENS], token, caller)
-                if not await is_active_customer(session, caller.tenant_id, caller.livemode, shopper.customer_id):
+                shopper = await verify_shopper_token(session, request.app[TOKENS], token, caller, cache)
+                if not await active_customer(session, caller, shopper.customer_id, cache):
                     raise ApiError(401, AUTHENTICATION, "shopper_token_invalid",
                                    "the shopper token is not valid: its customer is unknown or inactive")
                 request[SHOPPER] = shopper

@@ -1,13 +1,13 @@
 from pathlib import Path
 from typing import Annotated
 
+from aiohttp import web
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from libs.runtime.settings import ServiceSettings
 
-from .cors import check_origin
-from .ratelimit import check_rate, check_storage
+from .validators import check_origin, check_rate, check_storage
 
 MIN_SECRET_CHARS = 32
 # Values people paste from examples; refusing them beats signing tokens anyone can forge.
@@ -47,6 +47,9 @@ class Settings(ServiceSettings):
                                                              "redis://… is shared by every instance")
     forwarded_hops: int = Field(0, ge=0, le=10, description="trusted proxies in front: the client address is "
                                                             "the X-Forwarded-For entry they wrote")
+    # remember keys, signing keys and customers between requests, dropped on PostgreSQL's NOTIFY (cache.py);
+    # false: every request reads them from PostgreSQL
+    cache: bool = True
     public_origin: str | None = Field(None, description="scheme://host[:port] the API is served at, behind a proxy; "
                                                         "default: the request's own")
 
@@ -100,3 +103,6 @@ class Settings(ServiceSettings):
         if self.idempotency_lease_s <= max(self.request_timeout_s, self.checkout_timeout_s):
             raise ValueError("idempotency_lease_s must be longer than request_timeout_s and checkout_timeout_s")
         return self
+
+
+SETTINGS = web.AppKey("settings", Settings)

@@ -8,6 +8,7 @@ gave up is dropped. While the broker is lost, requests are answered 503 at once 
 import asyncio
 import logging
 
+from aiohttp import web
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
@@ -100,3 +101,6 @@ class Correlator:
             log.error("reply %s crossed tenants or modes; refused", reply.message_id)
             raise internal_error()
         return reply.payload
+
+
+CORRELATOR = web.AppKey("correlator", Correlator)

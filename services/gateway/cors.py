@@ -15,22 +15,16 @@ catalogue error fits it, and it tells nothing about the route).
 from aiohttp import hdrs, web
 from yarl import URL
 
-from .idempotency import KEY_HEADER, REPLAYED_HEADER
-from .state import KIND_PUBLISHABLE, endpoint_of
+from .state import (IDEMPOTENCY_KEY_HEADER, KIND_PUBLISHABLE, REPLAYED_HEADER, REQUEST_ID_HEADER, SHOPPER_HEADER,
+                    endpoint_of)
+from .validators import check_origin
 
-ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Storefront-Shopper-Token", KEY_HEADER, "If-Match",
+__all__ = ["browser_origin", "check_origin", "cors_middleware", "own_origin"]
+
+ALLOW_HEADERS = ("Authorization", "Content-Type", SHOPPER_HEADER, IDEMPOTENCY_KEY_HEADER, "If-Match",
                  "X-Request-Id")
-EXPOSE_HEADERS = ("Request-Id", "Retry-After", REPLAYED_HEADER, "ETag")
+EXPOSE_HEADERS = (REQUEST_ID_HEADER, "Retry-After", REPLAYED_HEADER, "ETag")
 MAX_AGE_S = 600
-
-
-def check_origin(text: str) -> str:
-    """`scheme://host[:port]`, as browsers send `Origin`; ValueError otherwise."""
-    url = URL(text.strip())
-    if url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/") or url.query_string \
-            or url.fragment or url.user:
-        raise ValueError(f"an origin is scheme://host[:port], not {text!r}")
-    return str(url.origin())
 
 
 def _same(a: str, b: str) -> bool:

@@ -18,8 +18,8 @@ from aiohttp.web_request import BaseRequest
 from libs.contracts.ids import REQUEST, new_id
 from libs.runtime.logs import request_id_var
 
-from .app import REQUEST_ID_HEADER
 from .errors import header_invalid, internal_error, upstream_timeout
+from .state import REQUEST_ID_HEADER
 
 log = logging.getLogger("harmon.gateway.edge")
 

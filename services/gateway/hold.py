@@ -61,3 +61,6 @@ class Hold:
                 self.admitted -= 1
 
         return hold
+
+
+HOLD = web.AppKey("hold", Hold)  # new requests wait while the embedded broker restarts

@@ -25,13 +25,12 @@ from libs.runtime.logs import request_id_var
 from libs.runtime.scoping import bind, unscoped
 
 from .errors import IDEMPOTENCY, ApiError, invalid
-from .state import CALLER, IDEMPOTENCY as STORE, JSON_BODY, MINTED_ID, endpoint_of
+from .state import CALLER, IDEMPOTENCY_KEY_HEADER, JSON_BODY, MINTED_ID, REPLAYED_HEADER, endpoint_of
 from .tables import IdempotencyRecord
 
 log = logging.getLogger("harmon.gateway.idempotency")
 
-KEY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
+KEY_HEADER = IDEMPOTENCY_KEY_HEADER
 MAX_KEY_CHARS = 255
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")  # printable ASCII: it travels in headers and logs
 _R = IdempotencyRecord
@@ -163,6 +162,9 @@ class IdempotencyStore:
         return result.rowcount
 
 
+IDEMPOTENCY_STORE = web.AppKey("idempotency", IdempotencyStore)
+
+
 def replay_response(replay: Replay) -> web.Response:
     return web.json_response(replay.body, status=replay.status, headers={REPLAYED_HEADER: "true"})
 
@@ -185,7 +187,7 @@ def idempotency_middleware() -> web.middleware:
 
         key = validate_key(raw_key)
         caller = request[CALLER]
-        store: IdempotencyStore = request.app[STORE]
+        store = request.app[IDEMPOTENCY_STORE]
         rhash = request_hash(request.method, request.path, request.get(JSON_BODY, {}), request.headers.get("If-Match"))
         claim = await store.claim(caller.tenant_id, caller.livemode, key, rhash, request.method, request.path,
                                   endpoint.mints)

@@ -14,7 +14,8 @@ from libs.runtime.logs import setup_logging
 from .app import create_app
 from .config import Settings
 from .edge import GatewayRunner, quiet_aiohttp_server_log
-from .state import DRAINING, HOLD, SERVICE
+from .hold import HOLD
+from .state import SERVICE
 
 log = logging.getLogger("harmon.gateway")
 
@@ -51,7 +52,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             tmp.write_text(f"{port}\n")
             os.replace(tmp, settings.port_file)
         await stop.wait()
-        app[DRAINING]["draining"] = True
+        app[SERVICE].extras["draining"] = True  # /readyz fails first
         log.info("gateway draining")
     finally:
         await runner.cleanup()  # stops listening, waits for requests in flight, then closes broker and database

@@ -21,17 +21,16 @@ from libs.contracts.cart import MAX_BASE_QUANTITY
 from libs.contracts.fields import MAX_AMOUNT, CartId, CartLineId, OrderId, Sku
 
 from . import objects, schemas
-from .auth import SHOPPER_HEADER
 from .errors import (API_ERROR, AUTHENTICATION, IDEMPOTENCY, INVALID_REQUEST, PERMISSION, RATE_LIMIT, RETRY_AFTER_S,
                      ApiError, body_invalid, header_invalid, invalid, service_unavailable)
-from .idempotency import KEY_HEADER, MAX_KEY_CHARS, REPLAYED_HEADER, validate_key
+from .idempotency import KEY_HEADER, MAX_KEY_CHARS, validate_key
 from .routes import expected_version, parse_body
 from .routes.carts import AddLineBody, ChangeLineBody
 from .routes.checkout import CheckoutBody, over_credit_limit
 from .routes.orders import OrdersQuery
 from .routes.products import ListQuery
 from .routes.shopper_tokens import ShopperTokenBody
-from .state import KIND_PUBLISHABLE, Endpoint
+from .state import KIND_PUBLISHABLE, REPLAYED_HEADER, SHOPPER_HEADER, Endpoint
 
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"

@@ -13,56 +13,24 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 
 from aiohttp import web
-from limits import RateLimitItem, parse
+from limits import RateLimitItem
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from prometheus_client import Counter
 
 from libs.runtime.metrics import Metrics
 
 from .errors import RATE_LIMIT, ApiError
+from .validators import async_storage_uri, check_rate, check_storage, parse_rate
 
-MINT_SCOPE = "shopper_tokens:write"  # the route that mints shopper tokens has the stricter limit too
+__all__ = ["RATE_LIMITER", "Limits", "RateLimiter", "async_storage_uri", "check_rate", "check_storage",
+           "client_address", "parse_rate"]
 # why a request was refused; the label of harmon_rate_limited_total
 REASON_KEY, REASON_MINT, REASON_FAILED_AUTH = "key", "token_mint", "failed_auth"
 
 log = logging.getLogger("harmon.gateway.ratelimit")
-
-
-@lru_cache(maxsize=1024)
-def parse_rate(text: str) -> RateLimitItem:
-    """`100/second`, `20 per minute`, `5/10 seconds` (limits' notation); ValueError for anything else."""
-    try:
-        item = parse(text)
-    except ValueError:
-        raise ValueError(f"not a rate limit: {text!r} (e.g. 100/second, 20/minute, 5/10 seconds)") from None
-    if item.amount < 1:
-        raise ValueError(f"a rate limit allows at least one request: {text!r}")
-    return item
-
-
-def check_rate(text: str) -> str:
-    """The text, if it parses; for settings and the admin commands."""
-    parse_rate(text)
-    return text.strip()
-
-
-def async_storage_uri(uri: str) -> str:
-    """limits names its asyncio storages `async+<scheme>://`; operators write the plain `memory://`, `redis://…`."""
-    return uri if uri.startswith("async+") else f"async+{uri}"
-
-
-def check_storage(uri: str) -> str:
-    """The URI, if limits has a storage for it and its client library is installed; ValueError otherwise."""
-    try:
-        storage_from_string(async_storage_uri(uri))
-    except ConfigurationError as e:  # an unknown scheme, or e.g. redis without `limits[async-redis]`
-        raise ValueError(f"rate limit storage {uri.split('://')[0]!r}: {e}") from None
-    return uri
 
 
 def client_address(request: web.Request, forwarded_hops: int) -> str:
@@ -146,3 +114,6 @@ class RateLimiter:
             item = self._tenants(token_mints, self.defaults.token_mints)
             if not await self._limiter.hit(item, "mint", *who):
                 raise await self._refuse(REASON_MINT, item, "minting shopper tokens with this API key", "mint", *who)
+
+
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

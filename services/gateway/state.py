@@ -1,52 +1,85 @@
-"""Typed keys of what the app holds (web.AppKey) and what one request carries (web.RequestKey); route requirements."""
+"""What every gateway module shares, in one leaf that imports no other gateway module: header names, key
+kinds and scopes, who is calling (Caller, Shopper), the typed keys of what the app and one request hold, and
+route requirements.
+
+A key of an object whose class is the gateway's own (Settings, ShopperTokens, RateLimiter, …) is declared
+beside that class (config.SETTINGS, auth.TOKENS, ratelimit.RATE_LIMITER, idempotency.IDEMPOTENCY_STORE,
+correlator.CORRELATOR, hold.HOLD, cache.CACHE), so no module needs another's types to name it: the import
+graph of services/gateway stays acyclic (tests/unit/test_gateway_imports.py).
+"""
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from datetime import datetime
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-if TYPE_CHECKING:
-    from libs.runtime.context import ServiceContext
-    from libs.runtime.metrics import Metrics
+from libs.runtime.context import ServiceContext
+from libs.runtime.metrics import Metrics
 
-    from .auth import Caller, Shopper, ShopperTokens
-    from .config import Settings
-    from .correlator import Correlator
-    from .hold import Hold
-    from .idempotency import IdempotencyStore
-    from .ratelimit import RateLimiter
+# --- header names ---------------------------------------------------------------------------------
 
-SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
-ENGINE = web.AppKey("engine", AsyncEngine)
-SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
-LOOKUPS = web.AppKey("lookups", async_sessionmaker[AsyncSession])  # autocommit: keys, signing keys, customers
-TOKENS: web.AppKey["ShopperTokens"] = web.AppKey("tokens")
-METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
-SERVICE: web.AppKey["ServiceContext"] = web.AppKey("service")
-CORRELATOR: web.AppKey["Correlator"] = web.AppKey("correlator")
-IDEMPOTENCY: web.AppKey["IdempotencyStore"] = web.AppKey("idempotency")
-RATE_LIMITER: web.AppKey["RateLimiter"] = web.AppKey("rate_limiter")
-HOLD: web.AppKey["Hold"] = web.AppKey("hold")  # new requests wait while the embedded broker restarts
-DRAINING = web.AppKey("draining", dict)  # {"draining": True} once shutdown starts, so /readyz fails first
+REQUEST_ID_HEADER = "Request-Id"
+SHOPPER_HEADER = "X-Storefront-Shopper-Token"
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 
-CALLER: web.RequestKey["Caller"] = web.RequestKey("caller")
-SHOPPER: web.RequestKey["Shopper"] = web.RequestKey("shopper")
-BODY = web.RequestKey("body", BaseModel)  # the route's validated body
-JSON_BODY = web.RequestKey("json_body", dict)  # the parsed JSON, hashed by idempotency
-EXPECTED_VERSION = web.RequestKey("expected_version", int)  # from `If-Match` or the body's `version`
-MINTED_ID = web.RequestKey("minted_id", str)  # the id this request creates, one per Idempotency-Key
+# --- key kinds and scopes -------------------------------------------------------------------------
 
 KIND_SECRET = "secret"
 KIND_PUBLISHABLE = "publishable"
+KIND_RESTRICTED = "restricted"  # a secret key (hk_<mode>_sec_…) whose row lists its scopes
 SECRET_ONLY = frozenset({KIND_SECRET})
 ANY_KEY = frozenset({KIND_SECRET, KIND_PUBLISHABLE})
 
 # What a restricted key may be granted; every /v1 route names the one it needs.
 SCOPES = ("catalog:read", "shopper_tokens:write", "carts:write", "orders:read", "orders:write", "webhooks:write")
+MINT_SCOPE = "shopper_tokens:write"  # the route that mints shopper tokens has the stricter rate limit too
 
+
+# --- who is calling -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Caller:
+    """The API key's tenant, mode and kind."""
+
+    tenant_id: str
+    livemode: bool
+    kind: str
+    key_id: str
+    hint: str
+    scopes: tuple[str, ...] | None = None  # None: unrestricted
+    rate_limit: str | None = None  # the tenant's own limits; None: the deployment's
+    mint_rate_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class Shopper:
+    customer_id: str
+    token_id: str
+    expires_at: datetime
+
+
+# --- what the app and a request hold --------------------------------------------------------------
+
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
+LOOKUPS = web.AppKey("lookups", async_sessionmaker[AsyncSession])  # autocommit: keys, signing keys, customers
+METRICS = web.AppKey("metrics", Metrics)
+SERVICE = web.AppKey("service", ServiceContext)  # its extras["draining"] is set once shutdown starts
+
+CALLER = web.RequestKey("caller", Caller)
+SHOPPER = web.RequestKey("shopper", Shopper)
+BODY = web.RequestKey("body", BaseModel)  # the route's validated body
+JSON_BODY = web.RequestKey("json_body", dict)  # the parsed JSON, hashed by idempotency
+EXPECTED_VERSION = web.RequestKey("expected_version", int)  # from `If-Match` or the body's `version`
+MINTED_ID = web.RequestKey("minted_id", str)  # the id this request creates, one per Idempotency-Key
+
+
+# --- route requirements ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Endpoint:

@@ -2,15 +2,13 @@
 
 import asyncio
 import contextlib
-import signal
-import sys
 
 import aiohttp
 import pytest
 
 from libs.contracts.ids import new_id
-from libs.stack.processes import free_port
 
+from .gateways import extra_gateway
 from .storefront import Storefront
 
 pytestmark = pytest.mark.e2e
@@ -76,26 +74,8 @@ async def test_fifty_concurrent_checkouts_with_one_key_place_one_order_and_hold_
 @contextlib.asynccontextmanager
 async def second_gateway(stack, until, secret_key: str):
     """Another gateway instance on the same database and broker (as in production), as a Storefront client."""
-    port = free_port()
-    env = {**stack.service_env("gateway"), "HARMON_INSTANCE_ID": "2", "HARMON_GATEWAY_PORT": str(port)}
-    log = open(stack.logs_dir / "gateway-2.log", "ab")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.gateway", env=env,
-                                                cwd=stack.data_dir, stdout=log, stderr=log)
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", timeout=aiohttp.ClientTimeout(total=30)) as http:
-            async def ready():
-                try:
-                    async with http.get("/readyz") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-            await until(ready, timeout=60, interval=0.1, message="second gateway ready")
-            yield Storefront(http, "", secret_key)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 20)
-        log.close()
+    async with extra_gateway(stack, until, "2") as http:
+        yield Storefront(http, "", secret_key)
 
 
 async def lease_of(db, tenant_id: str, key: str) -> list[tuple]:

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from libs.contracts.ids import new_id
 from libs.runtime.db import make_engine, make_sessionmaker
-from libs.stack.cli import build_parser
 from services.gateway import admin
+from services.gateway.admin_cli import build_parser
 
 pytestmark = pytest.mark.e2e
 
@@ -99,13 +99,18 @@ async def test_tenant_signed_rs256_and_es256_tokens_open_carts(store, shop, gate
     assert (r.status, r.error["code"]) == (401, "shopper_token_invalid")
 
 
-async def test_revoked_key_is_refused_from_the_next_request(store, shop, gateway_db, ec_private):
+async def test_revoked_key_is_refused_within_a_second(store, shop, gateway_db, ec_private, until):
     row = await gateway_db.run(admin.add_signing_key, shop.tenant_id, False, "to-revoke", "ES256",
                                public_pem(ec_private))
     token = backend_token(ec_private, "ES256", "to-revoke", shop.tenant_id, shop.big)
     assert (await create_cart(store, token)).status == 201
+    assert (await create_cart(store, token)).status == 201  # the gateway remembers the key now
     assert await gateway_db.run(admin.revoke_signing_key, row.id) is True
-    r = await create_cart(store, token)
+
+    async def refused():  # every gateway hears of it through NOTIFY (services/gateway/cache.py)
+        r = await create_cart(store, token)
+        return r if r.status == 401 else None
+    r = await until(refused, timeout=1.0, interval=0.01, message="the revoked signing key refused")
     assert (r.status, r.error["code"]) == (401, "shopper_token_invalid")
     assert "unknown signing key" in r.error["message"]
     with pytest.raises(ValueError, match="never reused"):
@@ -155,7 +160,9 @@ async def test_bad_registrations_are_refused_and_write_nothing(shop, gateway_db,
     assert await gateway_db.run(admin.list_signing_keys, shop.tenant_id) == []
 
 
-async def test_harmon_signing_keys_cli(stack, store, shop, rsa_private, ec_private, tmp_path: Path, monkeypatch):
+async def test_harmon_signing_keys_cli(stack, store, shop, rsa_private, ec_private, tmp_path: Path, monkeypatch,
+                                      until):
+    """The gateway's own command, which `harmon signing-keys` runs, here in this process."""
     for name in [n for n in os.environ if n.startswith("HARMON_")]:
         monkeypatch.delenv(name)
 
@@ -191,7 +198,10 @@ async def test_harmon_signing_keys_cli(stack, store, shop, rsa_private, ec_priva
     assert (await create_cart(store, token)).status == 201
     code, out, _ = await harmon("signing-keys", "revoke", rsa_id)
     assert code == 0 and "revoked" in out
-    assert (await create_cart(store, token)).status == 401
+
+    async def refused():
+        return (await create_cart(store, token)).status == 401
+    await until(refused, timeout=1.0, interval=0.01, message="the revoked signing key refused within a second")
     code, out, _ = await harmon("signing-keys", "revoke", rsa_id)
     assert code == 0 and "already revoked" in out
     code, _, _ = await harmon("signing-keys", "list", "--tenant", shop.tenant_id)

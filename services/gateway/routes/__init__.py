@@ -16,7 +16,8 @@ from libs.contracts.topics import TopicSpec
 from libs.runtime.logs import request_id_var
 
 from ..errors import INVALID_REQUEST, ApiError, from_failure, internal_error, invalid
-from ..state import CALLER, CORRELATOR
+from ..correlator import CORRELATOR
+from ..state import CALLER
 
 log = logging.getLogger("harmon.gateway.routes")
 

@@ -11,8 +11,8 @@ from libs.contracts.orders import OrderView, OverCreditLimit, PlaceOrder
 
 from .. import objects
 from ..errors import ApiError
-from ..idempotency import KEY_HEADER
-from ..state import BODY, CALLER, SETTINGS, SHOPPER, endpoint
+from ..config import SETTINGS
+from ..state import BODY, CALLER, IDEMPOTENCY_KEY_HEADER, SHOPPER, endpoint
 from . import Body, ask
 
 
@@ -40,7 +40,7 @@ def over_credit_limit(reply: OverCreditLimit) -> ApiError:
 @endpoint(scope="orders:write", body=CheckoutBody)
 async def checkout(request: web.Request) -> web.Response:
     body: CheckoutBody = request[BODY]
-    key = request.headers.get(KEY_HEADER)
+    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
     cmd = PlaceOrder(cart_id=body.cart_id, customer_id=request[SHOPPER].customer_id,
                      idempotency_key=key.strip() if key else None, notes=body.notes, po_number=body.po_number)
     reply = await ask(request, topics.ORDERS_COMMANDS, body.cart_id, cmd, (OrderView, OverCreditLimit),

@@ -1,11 +1,19 @@
-"""/healthz (alive), /readyz (database reachable, migrations current, reply subscriber assigned), /metrics. Public."""
+"""/healthz (alive), /readyz, /metrics on the API's own port. Public.
 
-import sqlalchemy as sa
+/readyz is the shared readiness of every service (libs/runtime/health.py: database, migrations, broker,
+consumption not paused, `quiet`, the broker-restart flags) with the gateway's own part: its reply reader
+assigned, no request waiting for a reply or past the hold. Its customer copy's consumer may hold no partitions
+(one of several instances), so it does not have to.
+"""
+
 from aiohttp import web
 
-from libs.runtime.migrations import current_revision
+from libs.runtime.health import Extra, readiness_checks
 
-from ..state import CORRELATOR, DRAINING, ENGINE, HOLD, METRICS, SERVICE
+from ..correlator import CORRELATOR
+from ..hold import HOLD
+from ..cache import CACHE
+from ..state import METRICS, SERVICE
 
 HEAD = web.AppKey("migrations_head", str)
 
@@ -16,37 +24,27 @@ async def healthz(_: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
-    if app[DRAINING]["draining"]:
+    ctx = app.get(SERVICE)
+    if ctx is None or ctx.extras.get("draining", False):
         # answered without touching the database: the pool may already be closing
-        return web.json_response({"ready": False, "draining": True, "quiet": False}, status=503)
-    result: dict = {}
-    try:
-        async with app[ENGINE].connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-        result["database"] = "ok"
-        current = await current_revision(app[ENGINE])
-        result["migrations"] = "current" if current == app[HEAD] else f"at {current}, head is {app[HEAD]}"
-    except Exception as e:  # readiness reports, it does not raise
-        result["database"] = f"unreachable: {type(e).__name__}"
-    correlator = app.get(CORRELATOR)
-    result["reply_subscriber"] = "assigned" if correlator is not None and correlator.ready else "not assigned"
-    service = app.get(SERVICE)
-    result["broker"] = "ok" if service is not None and service.link.up else (
-        f"{service.link.state}: {service.link.lost_reason}" if service is not None else "starting")
-    result["customers_partitions_assigned"] = sum(len(c.assignment()) for c in (service.consumers if service else []))
-    result["ready"] = (
-        result.get("database") == "ok" and result.get("migrations") == "current" and result["broker"] == "ok"
-        and result["reply_subscriber"] == "assigned" and not app[DRAINING]["draining"]
-    )
-    # quiet: nothing in flight (the embedded broker's supervised restart waits for it)
-    result["quiet"] = (result["ready"] and app[HOLD].admitted == 0 and correlator.in_flight == 0
-                       and all(c.quiet for c in service.consumers))
-    result["expecting_broker_restart"] = service.link.expecting_restart
-    result["let_go_of_broker"] = service.link.let_go
+        return web.json_response({"ready": False, "draining": ctx is not None, "quiet": False}, status=503)
+
+    async def gateway_part() -> Extra:
+        correlator = app[CORRELATOR]
+        return Extra(
+            fields={"reply_subscriber": "assigned" if correlator.ready else "not assigned",
+                    "customers_partitions_assigned": sum(len(c.assignment()) for c in ctx.consumers),
+                    "cache": app[CACHE].status},
+            ready=correlator.ready,
+            quiet=app[HOLD].admitted == 0 and correlator.in_flight == 0)
+
+    result = await readiness_checks(ctx, app[HEAD], gateway_part, partitions_required=False)()
     return web.json_response(result, status=200 if result["ready"] else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app.get(SERVICE)
+    request.app[METRICS].broker_up.set(1 if ctx is not None and ctx.link.up else 0)
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain")
 
 

@@ -4,10 +4,11 @@ from aiohttp import web
 
 from libs.contracts.fields import CustomerId
 
-from ..customers import is_active_customer
+from ..auth import TOKENS, active_customer
+from ..cache import CACHE
 from ..errors import INVALID_REQUEST, ApiError
 from ..objects import timestamp
-from ..state import BODY, CALLER, LOOKUPS, TOKENS, endpoint
+from ..state import BODY, CALLER, LOOKUPS, endpoint
 from . import Body
 
 
@@ -21,7 +22,7 @@ async def create_shopper_token(request: web.Request) -> web.Response:
     body: ShopperTokenBody = request[BODY]
     caller = request[CALLER]
     async with request.app[LOOKUPS]() as session:
-        active = await is_active_customer(session, caller.tenant_id, caller.livemode, body.customer_id)
+        active = await active_customer(session, caller, body.customer_id, request.app[CACHE])
     if not active:
         raise ApiError(404, INVALID_REQUEST, "resource_missing", f"no active customer {body.customer_id}",
                        "customer_id")
