@@ -9,6 +9,8 @@ tell them apart.
 """
 
 import asyncio
+import os
+import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -173,9 +175,12 @@ async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: Wo
     outsider, outsider_token = world.outsiders["other tenant"]
     cart = await owner.cart_with(token, {"sku": "OIL-1L", "quantity": 1})
     key = new_id("k")
-    # With the cart service down, each saga waits at its first step (freezing) until its deadline:
-    # the outsider's is in flight when the owner's command arrives, unless this machine is slower than that deadline.
-    await stack.stop_service("cart")
+    # With the cart service paused (SIGSTOP: it reads nothing), each saga waits at its first step (freezing):
+    # the outsider's is in flight when the owner's command arrives. SIGCONT brings it back at once, well within
+    # the step deadline (4 s here), where a restart (≈ 4 s on 2 busy cores) would come after it.
+    cart_pid = stack.pid("cart")
+    assert cart_pid is not None
+    os.kill(cart_pid, signal.SIGSTOP)
     tasks = []
     try:
         tasks.append(asyncio.create_task(outsider.checkout(outsider_token, cart["id"])))
@@ -185,21 +190,21 @@ async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: Wo
                                 message="the owner's saga started beside the outsider's")
         theirs_then = next(c for c in await checkouts_of(stack, cart["id"]) if c["tenant_id"] != tenant)
     finally:
-        await stack.start_service("cart")
+        os.kill(cart_pid, signal.SIGCONT)
         back = datetime.now(UTC)
         theirs, mine = (await asyncio.gather(*tasks, return_exceptions=True) + [None])[:2]
     if theirs_then["state"] not in ("freezing", "pricing", "reserving"):
         pytest.skip(f"the outsider's saga was no longer in flight ({theirs_then['state']}) beside the owner's: "
                     "this machine is slower than the saga's step deadline")
     assert not isinstance(theirs, BaseException) and not isinstance(mine, BaseException), (theirs, mine)
-    # Only a saga whose step deadline passed before the cart service was back may time out (504, by design):
+    # Only a saga whose step deadline passed before the cart service went on may time out (504, by design):
     # this machine's slowness, measured here, and then the race was not checked. A 504 of a saga the cart
-    # was back in time for fails below.
+    # went on in time for fails below.
     late = {who: back - row["step_deadline"] for who, row in (("outsider's", theirs_then), ("owner's", mine_then))
             if back > row["step_deadline"] - DEADLINE_MARGIN}
     timed_out = {who for who, r in (("outsider's", theirs), ("owner's", mine)) if r.status == 504}
     if timed_out and timed_out <= set(late):
-        pytest.skip("the cart service was back too late for the step deadline of the "
+        pytest.skip("the cart service went on too late for the step deadline of the "
                     + ", ".join(f"{who} saga ({late[who].total_seconds():+.2f} s)" for who in sorted(timed_out))
                     + ": this machine is slower than the saga's step deadline")
     # Each side's answer is exact.
