@@ -583,14 +583,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = report(args, base, head, [])
     out = Path(args.json) if args.json else None
-    for round_no, label in schedule(args.rounds):
-        side = base if label == "BASE" else head
-        say(f"round {round_no} {label} {side.short}: starting harmon dev ...")
-        run = run_once(side, head, args, round_no, SERVICES)
-        data["runs"].append(run)
-        say(run_line(run))
-        if out:
-            out.write_text(json.dumps(data, indent=2) + "\n")  # so far, in case the rest is interrupted
+    try:
+        for round_no, label in schedule(args.rounds):
+            side = base if label == "BASE" else head
+            say(f"round {round_no} {label} {side.short}: starting harmon dev ...")
+            run = run_once(side, head, args, round_no, SERVICES)  # its stack is stopped whatever happens
+            data["runs"].append(run)
+            say(run_line(run))
+            if out:
+                out.write_text(json.dumps(data, indent=2) + "\n")  # so far, in case the rest is interrupted
+    except KeyboardInterrupt:
+        say(f"interrupted after {len(data['runs'])} run(s){f'; they are in {out}' if out else ''}", sys.stderr)
+        return 130
     say()
     say(medians_table(data["runs"]))
     say()
