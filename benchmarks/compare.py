@@ -516,15 +516,15 @@ def run_once(side: Side, head: Side, args: argparse.Namespace, round_no: int, se
         run["figures"] = figures_of(run["idle"], one, many, run["rss"])
     except RunFailed as exc:
         run["error"] = str(exc)
-    finally:
+    finally:  # also on Ctrl-C: the stack is stopped, and its data dir kept only for a failed run
         stack.stop()
         run["stop_exit_code"] = stack.exit_code
         run["seconds"] = round(time.monotonic() - t0, 1)
+        if not run.get("error"):
+            stack.discard()
+            run.pop("data_dir")
     if run.get("error"):
         say(f"round {round_no} {side.label} {side.short}: data dir kept: {stack.data_dir} (logs/, harmon-dev.out)")
-    else:
-        stack.discard()
-        run.pop("data_dir")
     return run
 
 
@@ -563,8 +563,16 @@ def report(args: argparse.Namespace, base: Side, head: Side, runs: list[dict[str
     }
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM as Ctrl-C, and Ctrl-C even when started in the background (where the shell ignores it):
+    # either way the running stack is stopped first
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         from libs.stack.supervisor import SERVICES
 
