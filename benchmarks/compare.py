@@ -396,7 +396,15 @@ class DevStack:
             return ""
 
     def stop(self) -> None:
-        """SIGINT (Ctrl-C), then SIGTERM, then SIGKILL to its group; any stack process left is killed too."""
+        """SIGINT (Ctrl-C), then SIGTERM, then SIGKILL to its group; any stack process left is killed too.
+        A Ctrl-C meanwhile waits until this is done (at most ≈ 90 s), so it cannot leave the stack behind."""
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            self._stop()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+    def _stop(self) -> None:
         proc = self.proc
         if proc is None:
             return
