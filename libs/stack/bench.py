@@ -138,19 +138,37 @@ async def shop(http: aiohttp.ClientSession, auth: dict, token: str, level: Calla
         except _StepFailed:
             pass
         except _TokenExpired:
-            token = await _renewed(http, auth, token)
+            renewed = await _renewed(http, auth, token)
+            if renewed == token:  # not minted: an error, so a run counted in checkouts still ends
+                level().errors["shopper token not renewed"] += 1
+            token = renewed
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             level().errors[type(e).__name__] += 1
 
 
+def attempts(level: Level) -> int:
+    """Checkouts tried so far: each cycle ends in an order or in exactly one counted error."""
+    return level.orders + sum(level.errors.values())
+
+
+def level_done(level: Level, now: float, stop_at: float, checkouts: int | None) -> bool:
+    """Whether a shopper should start no further cycle: `checkouts` tried (when set), else the time is up."""
+    if checkouts is not None:
+        return attempts(level) >= checkouts
+    return now >= stop_at
+
+
 async def run_level(http: aiohttp.ClientSession, auth: dict, tokens: list[str], shoppers: int, duration: float,
-                    meter: CpuMeter | None = None) -> Level:
+                    meter: CpuMeter | None = None, checkouts: int | None = None) -> Level:
+    """`shoppers` shoppers for `duration` seconds, or (`checkouts` set) until that many checkouts were tried:
+    cycles in flight then finish, so a level with several shoppers may end a few above it."""
     level = Level(shoppers=shoppers, seconds=duration)
     before = meter.snapshot() if meter else {}
     stop_at = time.monotonic() + duration
 
     started = time.monotonic()
-    await asyncio.gather(*(shop(http, auth, t, lambda: level, lambda: time.monotonic() >= stop_at)
+    await asyncio.gather(*(shop(http, auth, t, lambda: level,
+                                lambda: level_done(level, time.monotonic(), stop_at, checkouts))
                            for t in tokens[:shoppers]))
     level.seconds = time.monotonic() - started
     if meter:
@@ -171,7 +189,9 @@ def format_level(s: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-async def run_bench(data_dir: Path, levels: list[int], duration: float, output: Path | None) -> list[dict[str, Any]]:
+async def run_bench(data_dir: Path, levels: list[int], duration: float, output: Path | None,
+                    checkouts: int | None = None) -> list[dict[str, Any]]:
+    """Each level for `duration` seconds, or (`checkouts` set) until that many checkouts were tried."""
     creds = json.loads((data_dir / "credentials.json").read_text())
     bootstrap = creds["kafka_bootstrap"]
     auth = {"Authorization": f"Bearer {creds['secret_key']}"}
@@ -189,13 +209,14 @@ async def run_bench(data_dir: Path, levels: list[int], duration: float, output: 
             tokens = await prepare(http, creds, bootstrap, max(levels))
             await run_level(http, auth, tokens, min(max(levels), 8), 2.0)  # warm-up: connection pools on every hop
             for n in levels:
-                summary = (await run_level(http, auth, tokens, n, duration, meter)).summary()
+                summary = (await run_level(http, auth, tokens, n, duration, meter, checkouts)).summary()
                 print(format_level(summary), flush=True)
                 results.append(summary)
     finally:
         await set_tenant_rate_limits(gateway_dsn, creds["tenant_id"], *before)
     if output:
-        output.write_text(json.dumps({"duration_s": duration, "levels": results}, indent=2) + "\n")
+        plan = {"checkouts": checkouts} if checkouts is not None else {"duration_s": duration}
+        output.write_text(json.dumps({**plan, "levels": results}, indent=2) + "\n")
     return results
 
 

@@ -2,7 +2,7 @@
 
     harmon dev [--data-dir DIR] [--port N]   the whole stack on this machine, with demo data
     harmon migrate [SERVICE ...]             external mode: create topics, migrate each service's database
-    harmon bench [--shoppers N,N] [--seconds S]   checkout benchmark against a running `harmon dev`
+    harmon bench [--shoppers N,N] [--seconds S | --checkouts N]   checkout benchmark against a running `harmon dev`
     harmon tenants create NAME | update TEN | list   tenants (and their rate limits) in the gateway's database
     harmon keys create|list|revoke|rotate    a tenant's API keys (a full key is printed once, at creation)
     harmon signing-keys add|list|revoke      a tenant's own public keys for shopper tokens
@@ -182,7 +182,10 @@ async def run_bench_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     levels = [int(x) for x in args.shoppers.split(",")]
-    await run_bench(data_dir, levels, args.seconds, Path(args.json) if args.json else None)
+    if args.checkouts is not None and args.checkouts < 1:
+        print("harmon bench: --checkouts must be at least 1", file=sys.stderr)
+        return 2
+    await run_bench(data_dir, levels, args.seconds, Path(args.json) if args.json else None, args.checkouts)
     return 0
 
 
@@ -244,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-dir", default=".harmon", metavar="DIR", help="the running stack's data dir")
     bench.add_argument("--shoppers", default="1,8,32", metavar="N,N,...", help="concurrency levels (default: 1,8,32)")
     bench.add_argument("--seconds", type=float, default=20.0, metavar="S", help="duration of each level (default: 20)")
+    bench.add_argument("--checkouts", type=int, metavar="N",
+                       help="run each level until N checkouts were tried (orders plus failed ones) instead of for "
+                            "--seconds")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(run=run_bench_command)
 

@@ -9,7 +9,10 @@ tell them apart.
 """
 
 import asyncio
+import os
+import signal
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -27,6 +30,9 @@ pytestmark = pytest.mark.e2e
 OUTSIDERS = ("other tenant", "other tenant, same customer id", "other mode", "other mode, same customer id",
              "other customer")
 MISSING = (404, "resource_missing")
+# A saga whose step deadline passes less than this after the cart service is back may be expired before the
+# cart's answer reaches it (the sweeper runs every 0.25 s): too close to call either way.
+DEADLINE_MARGIN = timedelta(seconds=0.5)
 
 
 @dataclass
@@ -170,31 +176,43 @@ async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: Wo
     outsider, outsider_token = world.outsiders["other tenant"]
     cart = await owner.cart_with(token, {"sku": "OIL-1L", "quantity": 1})
     key = new_id("k")
-    # With the cart service down, each saga waits at its first step (freezing) until its deadline:
-    # the outsider's is in flight when the owner's command arrives, unless this machine is slower than that deadline.
-    await stack.stop_service("cart")
+    # With the cart service paused (SIGSTOP: it reads nothing), each saga waits at its first step (freezing):
+    # the outsider's is in flight when the owner's command arrives. SIGCONT brings it back at once, well within
+    # the step deadline (4 s here), where a restart (≈ 4 s on 2 busy cores) would come after it.
+    cart_pid = stack.pid("cart")
+    assert cart_pid is not None
+    os.kill(cart_pid, signal.SIGSTOP)
     tasks = []
     try:
         tasks.append(asyncio.create_task(outsider.checkout(outsider_token, cart["id"])))
         await until(lambda: checkouts_of(stack, cart["id"]), timeout=5, message="the outsider's saga started")
         tasks.append(asyncio.create_task(owner.checkout(token, cart["id"], key=key)))
-        await until(lambda: owner_started(stack, cart["id"], tenant), timeout=5,
-                    message="the owner's saga started beside the outsider's")
+        mine_then = await until(lambda: owner_started(stack, cart["id"], tenant), timeout=5,
+                                message="the owner's saga started beside the outsider's")
         theirs_then = next(c for c in await checkouts_of(stack, cart["id"]) if c["tenant_id"] != tenant)
     finally:
-        await stack.start_service("cart")
+        os.kill(cart_pid, signal.SIGCONT)
+        back = datetime.now(UTC)
         theirs, mine = (await asyncio.gather(*tasks, return_exceptions=True) + [None])[:2]
     if theirs_then["state"] not in ("freezing", "pricing", "reserving"):
         pytest.skip(f"the outsider's saga was no longer in flight ({theirs_then['state']}) beside the owner's: "
                     "this machine is slower than the saga's step deadline")
-    # 504 only if the cart service came back after a saga's step deadline; retrying with the key is safe.
-    # Never an order for the outsider, and not both timed out: then nothing here was checked.
-    assert theirs.status in (404, 504) and mine.status in (201, 504), (theirs.body, mine.body)
-    assert (theirs.status, mine.status) != (504, 504), "both checkouts timed out: the race was not exercised"
-
-    async def placed():
-        return (await owner.checkout(token, cart["id"], key=key)).status == 201
-    await until(placed, timeout=30, message="the owner's checkout placed its order")
+    assert not isinstance(theirs, BaseException) and not isinstance(mine, BaseException), (theirs, mine)
+    # Only a saga whose step deadline passed before the cart service went on may time out (504, by design):
+    # this machine's slowness, measured here, and then the race was not checked. A 504 of a saga the cart
+    # went on in time for fails below.
+    late = {who: back - row["step_deadline"] for who, row in (("outsider's", theirs_then), ("owner's", mine_then))
+            if back > row["step_deadline"] - DEADLINE_MARGIN}
+    timed_out = {who for who, r in (("outsider's", theirs), ("owner's", mine)) if r.status == 504}
+    if timed_out and timed_out <= set(late):
+        pytest.skip("the cart service went on too late for the step deadline of the "
+                    + ", ".join(f"{who} saga ({late[who].total_seconds():+.2f} s)" for who in sorted(timed_out))
+                    + ": this machine is slower than the saga's step deadline")
+    # Each side's answer is exact.
+    assert (theirs.status, theirs.error.get("code")) == MISSING, theirs.body  # never an order, never a wait
+    assert mine.status == 201, mine.body  # the outsider's saga on my cart id did not block mine
+    again = await owner.checkout(token, cart["id"], key=key)
+    assert (again.status, again.body["id"]) == (201, mine.body["id"]), again.body  # the key's answer, replayed
 
 
 async def owner_started(stack, cart_id: str, tenant_id: str) -> dict | None:
