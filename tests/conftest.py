@@ -27,7 +27,7 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from libs.contracts.ids import new_id
-from libs.stack.demo import ErpPublisher, TenantKeys, create_tenant_with_keys
+from libs.stack.demo import ErpPublisher, TenantKeys
 from libs.stack.supervisor import SERVICES, Stack
 from tests.logscan import assert_no_secrets
 
@@ -156,12 +156,29 @@ async def erp(stack: Stack) -> AsyncIterator[ErpPublisher]:
         yield publisher
 
 
+async def tenant_in_process(gateway_dsn: str, name: str, livemode: bool = False) -> TenantKeys:
+    """What `libs.stack.demo.create_tenant_with_keys` makes by running the gateway's admin command, made here in
+    this process with the same gateway functions: tests may import services, and each subprocess costs ≈ 0.7 s."""
+    from services.gateway import admin
+    from libs.runtime.db import make_engine, make_sessionmaker
+
+    engine = make_engine(gateway_dsn, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            tenant = await admin.create_tenant(session, name)
+            secret = await admin.create_api_key(session, tenant.id, livemode, "secret")
+            publishable = await admin.create_api_key(session, tenant.id, livemode, "publishable")
+    finally:
+        await engine.dispose()
+    return TenantKeys(tenant.id, secret.key, publishable.key, livemode)
+
+
 @pytest.fixture(scope="session")
 def new_tenant(stack: Stack) -> Callable[..., Awaitable[TenantKeys]]:
     """A factory: each call makes a tenant with one secret and one publishable key, in the gateway's database."""
 
     async def make(name: str | None = None, livemode: bool = False) -> TenantKeys:
-        return await create_tenant_with_keys(stack.dsns["gateway"], name or f"Test tenant {new_id('t')}", livemode)
+        return await tenant_in_process(stack.dsns["gateway"], name or f"Test tenant {new_id('t')}", livemode)
 
     return make
 
