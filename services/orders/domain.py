@@ -44,12 +44,19 @@ class CheckoutState(StrEnum):
         return self in ACTIVE
 
     @property
+    def waits_for(self) -> str:
+        """Who an active checkout waits on (for the log of a timeout)."""
+        return _WAITS_FOR.get(self, "nobody")
+
+    @property
     def final(self) -> bool:
         return self in FINAL
 
 
 ACTIVE = frozenset({CheckoutState.AWAITING, CheckoutState.AWAITING_CREDIT, CheckoutState.AWAITING_PRICES})
 FINAL = frozenset({CheckoutState.CONFIRMED, CheckoutState.REJECTED, CheckoutState.FAILED})
+_WAITS_FOR = {CheckoutState.AWAITING: "the cart, pricing and credit", CheckoutState.AWAITING_CREDIT: "credit",
+              CheckoutState.AWAITING_PRICES: "pricing"}
 
 
 def correlation(checkout_id: str, attempt: int) -> str:
@@ -294,6 +301,10 @@ class CheckoutSaga:
 
     def _confirm(self, co: Checkout, priced: Priced, credit: Held, now: datetime) -> Step:
         try:
+            if credit.amount != priced.priced.total:
+                # priced again (a resume) after a price changed: the order must be for what credit holds
+                raise Rejection(ErrorCode.CART_VERSION_CONFLICT, "the cart's prices changed while it was checked "
+                                "out; check out again", "cart_id")
             lines = assemble_lines(list(priced.lines), priced.priced)
         except Rejection as r:
             return self._fail(co, r.failure(), priced=priced, credit=credit)

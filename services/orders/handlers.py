@@ -106,8 +106,8 @@ async def expire_overdue(uow: OrdersUnitOfWork, limit: int = 100) -> int:
     await uow.checkouts.save_all([step.state for _, _, step in steps if step.changed and step.state], uow.now)
     for scope, co, step in steps:
         if step.changed:
-            log.warning("checkout %s timed out in %s (attempt %d); compensated", co.checkout_id, co.state.name,
-                        co.attempt)
+            log.warning("checkout %s timed out in %s, waiting for %s (attempt %d); compensated", co.checkout_id,
+                        co.state.value, co.state.waits_for, co.attempt)
         _send(uow, co, step, scope)
         _answer(uow, co, step, scope)
     return len(found)

@@ -305,6 +305,19 @@ def test_prices_that_do_not_match_the_frozen_lines_fail_the_saga_with_compensati
     assert [type(m.payload) for m in step.send] == [ReleaseCart, ReleaseCredit]
 
 
+@pytest.mark.parametrize("held_first", [True, False])
+def test_an_order_is_only_made_for_the_amount_credit_holds(held_first):
+    """Priced again after a restart while a price changed: credit holds the first total, the prices say another."""
+    s = saga()
+    dearer = TOTALS.model_copy(update={"total": TOTALS.total + 1})
+    replies = [reserved(), priced(totals=dearer)]
+    co = s.on(placed(s), replies[not held_first], attempt=1, now=NOW).state
+    step = s.on(co, replies[held_first], attempt=1, now=LATER)
+    assert step.state.state is S.FAILED and step.order is None and step.final
+    assert (step.answer.code, step.answer.param) == ("cart_version_conflict", "cart_id")
+    assert [type(m.payload) for m in step.send] == [ReleaseCart, ReleaseCredit]
+
+
 def test_a_404_while_nothing_has_arrived_keeps_no_saga():
     s = saga()
     co = placed(s)
