@@ -8,6 +8,7 @@ written from tenant A's transaction.
 import asyncio
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -21,8 +22,10 @@ from libs.contracts.ids import new_id
 from libs.runtime.database import Database, Scope, Unscoped
 from libs.runtime.migrations import alembic_config
 from services.orders.main import MIGRATIONS
+from services.orders import entrypoint
 from services.orders.domain import Asker, CheckoutSaga, CheckoutState, Customer, Placing
 from services.orders.repository import Checkouts, Customers, Orders
+from services.orders.unit_of_work import OrdersUnitOfWork
 from tests.unit.test_checkout_saga import FROZEN, TOTALS, place_cmd, priced, rejected
 
 S = CheckoutState
@@ -258,3 +261,59 @@ async def test_migration_0005_carries_checkouts_of_the_three_step_saga_over_and_
     finally:
         await conn.close()
     await upgrade("head")
+
+
+class _Published:
+    """The part of the runtime's outbox the jobs use: rows handed over after their commit."""
+
+    def __init__(self):
+        self.rows = []
+
+    async def publish_committed(self, rows) -> None:
+        self.rows += rows
+
+
+async def test_the_sweeper_and_the_resume_write_each_tenants_outbox_rows(db, tenants):
+    """entrypoint.expire_overdue / resume_checkouts: Unscoped transactions in batches whose outbox rows name
+    their tenant (the scope `*` has no default), committed before they are published."""
+    a, b = tenants
+    now = datetime.now(UTC) + LATER
+    s = saga()
+    made = {}
+    for scope in (a, b):
+        async with db.transaction(scope) as tx:
+            co = s.place(place_cmd(), Asker("gateway.replies.1", f"corr-{scope.tenant_id}", None), Placing(),
+                         now).state
+            await Checkouts(tx.conn).add(co, now)
+            made[co.checkout_id] = scope
+    factory = OrdersUnitOfWork.with_saga(s)
+
+    def at(clock: datetime) -> SimpleNamespace:
+        """The jobs' context, its clock at `clock`."""
+        return SimpleNamespace(db=db, outbox=_Published(), unit_of_work=lambda conn, scope, incoming=None: factory(
+            conn, scope, incoming, now=clock))
+
+    # the running service's own sweeper leaves these alone (their deadlines are an hour ahead); these jobs' clocks
+    # are further on
+    try:
+        ctx = at(now + LATER)
+        assert await entrypoint.resume_checkouts(ctx, batch=1) >= 2  # a page of one at a time
+        resent = [m for m in ctx.outbox.rows if m.key == CART and m.tenant_id in {a.tenant_id, b.tenant_id}]
+        assert {m.tenant_id for m in resent} == {a.tenant_id, b.tenant_id}
+        await entrypoint.expire_overdue(at(now + LATER), batch=1)
+        async with db.transaction(TEST) as tx:  # the resume moved their deadlines on
+            states = await tx.conn.fetch("SELECT state FROM checkouts WHERE id = ANY($1::text[])", list(made))
+        assert {r["state"] for r in states} == {"freezing"}
+        assert await entrypoint.expire_overdue(at(now + 2 * LATER), batch=1) >= 2
+        async with db.transaction(TEST) as tx:
+            rows = await tx.conn.fetch("SELECT tenant_id, topic, key FROM outbox WHERE tenant_id = ANY($1::text[])",
+                                       [a.tenant_id, b.tenant_id])
+            states = await tx.conn.fetch("SELECT id, state FROM checkouts WHERE id = ANY($1::text[])", list(made))
+        assert {r["state"] for r in states} == {"expired"}
+        for scope in (a, b):  # FreezeCart again, then ReleaseCart, ReleaseCredit and the 504 to the asker
+            assert sorted(r["topic"] for r in rows if r["tenant_id"] == scope.tenant_id) == sorted(
+                ["cart.commands.v1", "cart.commands.v1", "credit.commands.v1", "gateway.replies.1"])
+    finally:
+        await _cleanup(db, a, b)
+        async with db.transaction(TEST) as tx:
+            await tx.conn.execute("DELETE FROM outbox WHERE tenant_id = ANY($1::text[])", [a.tenant_id, b.tenant_id])
