@@ -1,5 +1,6 @@
 """Orders commands, replies and events (`orders.commands.v1`, `orders.events.v1`)."""
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import AwareDatetime, Field
@@ -9,6 +10,15 @@ from .fields import (BaseQuantity, CartId, CartLineId, Currency, CustomerId, Min
                      Shortfall, SignedMinor, Sku, Terms, Token, Uom)
 from .money import TaxCategory
 from .pricing import PriceSource
+
+
+class OrderStatus(StrEnum):
+    """An order's status; `OrderView.status` carries these values (a Literal, so the v1 schema is unchanged)."""
+
+    CONFIRMED = "confirmed"
+    FULFILLED = "fulfilled"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
 
 
 class PlaceOrder(Message):

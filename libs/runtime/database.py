@@ -5,7 +5,8 @@ Scoping is PostgreSQL's row-level security (docs/architecture.md, "Tenant scopin
 matches the transaction's `harmon.scope` setting, and those columns default to it. So a repository
 writes plain SQL by business keys, never the tenant, and a query of another tenant's rows — a
 forgotten filter, a join, a subquery, raw SQL — finds nothing and cannot write one. A transaction
-that sets no scope fails at its first statement on such a table (fail closed). Cross-tenant work
+that sets no scope fails as soon as a statement reads or writes a row of such a table (fail closed: one that
+finds no row at all returns nothing either way). Cross-tenant work
 (relays, sweepers, operator tooling) says so with `Unscoped("why")`, the scope `*`.
 
 The scope is set in the same round trip as BEGIN (one simple-protocol query), so it costs nothing

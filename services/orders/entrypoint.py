@@ -10,28 +10,58 @@ from libs.contracts import pricing as p
 from libs.contracts import topics
 from libs.contracts.base import Failure
 from libs.contracts.erp import CustomerUpsert
+from libs.runtime.context import ServiceContext, subscribe
+from libs.runtime.database import Unscoped
 from libs.runtime.failures import FailureClass, classify
-from libs.runtime.messaging import ServiceContext, subscribe
+from libs.runtime.jobs import run_unscoped
 
 from . import handlers
 
 log = logging.getLogger("harmon.orders")
 
+# Every reply the saga may get on orders.replies.v1; the ones it does not await (acknowledgements, a reply to
+# the three-step saga of earlier versions) change nothing.
+SAGA_REPLIES = (p.CheckoutPriced, cr.CreditReserved, cr.CreditRejected, Failure,
+                c.CartFrozen, c.CartCompleted, c.CartReleased, cr.CreditReleased, p.LinesPriced)
+
+SWEEP = Unscoped("sweeper: overdue checkouts of every tenant and mode")
+RESUME = Unscoped("restart: unfinished checkouts of every tenant and mode")
 
 def register(ctx: ServiceContext) -> None:
-    subscribe(ctx, topics.ORDERS_COMMANDS, {o.PlaceOrder: handlers.place_order, o.GetOrder: handlers.get_order,
-                                            o.ListOrders: handlers.list_orders})
-    saga_replies = (c.CartFrozen, c.CartCompleted, c.CartReleased, p.LinesPriced, cr.CreditReserved,
-                    cr.CreditRejected, cr.CreditReleased, Failure)
-    subscribe(ctx, topics.ORDERS_REPLIES, {t: handlers.advance_checkout for t in saga_replies})
+    subscribe(ctx, topics.ORDERS_COMMANDS, {o.PlaceOrder: handlers.place_order},
+              queries={o.GetOrder: handlers.get_order, o.ListOrders: handlers.list_orders})
+    subscribe(ctx, topics.ORDERS_REPLIES, {t: handlers.advance_checkout for t in SAGA_REPLIES})
     subscribe(ctx, topics.ERP_CUSTOMERS, {CustomerUpsert: handlers.upsert_customer})
+
+
+async def expire_overdue(ctx: ServiceContext, batch: int = 100) -> int:
+    """Every saga past its deadline, a batch per transaction."""
+    total = 0
+    while True:
+        found = await run_unscoped(ctx, SWEEP, lambda uow: handlers.expire_overdue(uow, batch))
+        total += found
+        if found < batch:
+            return total
+
+
+async def resume_checkouts(ctx: ServiceContext, batch: int = 100) -> int:
+    """Every unfinished saga, a page per transaction."""
+    total, after = 0, ""
+    while True:
+        found, after = await run_unscoped(ctx, RESUME,
+                                      lambda uow, after=after: handlers.resume_checkouts(uow, after, batch))
+        total += found
+        if found < batch:
+            if total:
+                log.info("resumed %d unfinished checkout(s)", total)
+            return total
 
 
 async def watch_deadlines(ctx: ServiceContext) -> None:
     """Resume unfinished sagas once at start, then expire overdue ones, for as long as the service runs."""
     while True:
         try:
-            await handlers.resume_checkouts(ctx)
+            await resume_checkouts(ctx)
             break
         except Exception as e:
             log.log(logging.WARNING if classify(e) is FailureClass.DOWN else logging.ERROR,
@@ -41,7 +71,7 @@ async def watch_deadlines(ctx: ServiceContext) -> None:
     while True:
         await asyncio.sleep(ctx.settings.sweep_interval_s)
         try:
-            await handlers.expire_overdue(ctx)
+            await expire_overdue(ctx)
             if failing:
                 log.warning("deadline sweep works again")
             failing = False

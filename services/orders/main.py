@@ -6,15 +6,14 @@ from libs.runtime.service import ServiceSpec, run
 
 from . import entrypoint
 from .config import Settings
-from .tables import metadata, runtime
+from .unit_of_work import OrdersUnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="orders", settings=Settings(), metadata=metadata, tables=runtime,
-                       migrations_dir=MIGRATIONS, register=entrypoint.register,
-                       background=[entrypoint.watch_deadlines])
+    return ServiceSpec(name="orders", settings=Settings(), migrations_dir=MIGRATIONS, register=entrypoint.register,
+                       unit_of_work=OrdersUnitOfWork, background=[entrypoint.watch_deadlines])
 
 
 def main() -> None:

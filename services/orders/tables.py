@@ -1,4 +1,5 @@
-"""Tables the orders service owns. Every row carries tenant_id and livemode."""
+"""The schema of the orders service's tables (Alembic compares migrations with it); every row carries tenant_id
+and livemode, scoped by row-level security (libs/runtime/database.py). Handlers use the repositories."""
 
 from datetime import datetime
 
@@ -26,6 +27,7 @@ class Customer(Base, table=True):
     """Orders' copy of the customer: who is billed and on what terms (from erp.customers.v1)."""
 
     __tablename__ = "customers"
+    __table_args__ = (sa.Index("customers_by_customer", "customer_id"),)
     tenant_id: str = Field(primary_key=True)
     livemode: bool = Field(primary_key=True)
     customer_id: str = Field(primary_key=True)
@@ -45,6 +47,10 @@ class Checkout(Base, table=True):
                  postgresql_where=sa.text("state IN ('freezing', 'pricing', 'reserving')")),
         sa.Index("checkouts_deadline", "step_deadline",
                  postgresql_where=sa.text("state IN ('freezing', 'pricing', 'reserving')")),
+        # lookups by business key (the scope is not in the SQL: row-level security adds it)
+        sa.Index("checkouts_by_key", "idempotency_key", postgresql_where=sa.text("idempotency_key IS NOT NULL")),
+        sa.Index("checkouts_active_by_cart", "cart_id",
+                 postgresql_where=sa.text("state IN ('freezing', 'pricing', 'reserving')")),
     )
     id: str = Field(primary_key=True)
     tenant_id: str
@@ -54,14 +60,20 @@ class Checkout(Base, table=True):
     idempotency_key: str | None = None
     notes: str | None = None
     po_number: str | None = None
-    # freezing → pricing → reserving → confirmed | rejected | failed; expired (timed out) may start again
+    # services/orders/domain.py CheckoutState: freezing (awaiting CheckoutPriced and credit) → reserving (priced,
+    # awaiting credit) | pricing (credit reserved, awaiting priced) → confirmed | rejected | failed; expired
+    # (timed out, compensated) may start again
     state: str
     attempt: int = 1
-    bill_to_id: str | None = None
-    terms: str | None = None
-    reservation_id: str | None = None
+    bill_to_id: str  # orders' copy of the customer's bill-to, fixed at PlaceOrder: the reservation is asked on it
+    terms: str
+    reservation_id: str  # this attempt's
+    # CheckoutPriced, once received: the frozen lines and LinesPriced
     frozen_lines: list | None = Field(default=None, sa_column=sa.Column(sa.JSON))
     priced: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON))
+    # CreditReserved, once received: the account credit charged, and the amount
+    reserved_bill_to_id: str | None = None
+    reserved_amount: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     order_id: str | None = None
     result: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON))  # the final reply payload
     reply_to: str | None = None
@@ -75,8 +87,9 @@ class Checkout(Base, table=True):
 class Order(Base, table=True):
     __tablename__ = "orders"
     __table_args__ = (
-        sa.Index("orders_customer", "tenant_id", "livemode", "customer_id", "id"),
         sa.Index("orders_cart", "tenant_id", "livemode", "cart_id", unique=True),  # one cart, at most one order
+        sa.Index("orders_by_cart", "cart_id"),
+        sa.Index("orders_by_customer", "customer_id", "id"),
     )
     id: str = Field(primary_key=True)
     tenant_id: str

@@ -1,11 +1,14 @@
 """Orders rules: correlation of saga replies and the order line snapshot."""
 
+from typing import get_args
+
 import pytest
 
 from libs.contracts.base import Rejection
 from libs.contracts.cart import CartLine
 from libs.contracts.pricing import LinesPriced, PricedLine
-from services.orders.domain import assemble_lines, correlation, parse_correlation
+from libs.contracts.orders import OrderStatus, OrderView
+from services.orders.domain import ACTIVE, FINAL, CheckoutState, assemble_lines, correlation, parse_correlation
 
 
 def test_correlation_round_trip():
@@ -56,3 +59,17 @@ def test_missing_or_extra_priced_lines_are_refused():
     extra = [_line("cli_1", "RICE", 24, 1250, 0), _line("cli_2", "OIL", 3, 899, 1500), _line("cli_3", "X", 1, 1, 0)]
     with pytest.raises(Rejection):
         assemble_lines(_frozen(), _priced(extra))
+
+
+def test_order_status_is_the_views_literal():
+    """OrderView.status stays a Literal (the v1 schema unchanged); the StrEnum names the same values."""
+    assert set(get_args(OrderView.model_fields["status"].annotation)) == {s.value for s in OrderStatus}
+
+
+def test_checkout_states_keep_the_stored_values():
+    """Rows, the partial indexes and operators' queries name these values: `state IN ('freezing', 'pricing',
+    'reserving')` is an active saga."""
+    assert {s.value for s in ACTIVE} == {"freezing", "pricing", "reserving"}
+    assert {s.value for s in FINAL} == {"confirmed", "rejected", "failed"}
+    assert {s.value for s in CheckoutState} == {"freezing", "pricing", "reserving", "confirmed", "rejected", "failed",
+                                                "expired"}
