@@ -7,6 +7,7 @@ the SQL names business keys only, and tenant_id/livemode default to the scope on
 from datetime import datetime
 
 from libs.contracts.credit import ReservationStatus
+from libs.contracts.money import DEFAULT_CURRENCY
 
 from .domain import CreditAccount, Reservation
 
@@ -65,10 +66,10 @@ class Accounts:
     async def upsert_customer(self, customer_id: str, bill_to_id: str, terms: str) -> None:
         """Customer fields only: a limit that arrived first is kept."""
         await self._conn.execute("""
-            INSERT INTO accounts (customer_id, bill_to_id, terms, customer_known) VALUES ($1, $2, $3, true)
+            INSERT INTO accounts (customer_id, bill_to_id, terms, currency, customer_known) VALUES ($1, $2, $3, $4, true)
             ON CONFLICT (tenant_id, livemode, customer_id) DO UPDATE
             SET bill_to_id = excluded.bill_to_id, terms = excluded.terms, customer_known = true""",
-            customer_id, bill_to_id, terms)
+            customer_id, bill_to_id, terms, DEFAULT_CURRENCY)
 
     async def upsert_credit_limit(self, customer_id: str, limit: int, currency: str) -> None:
         """Limit fields only; an account not seen as a customer yet bills itself on cod until its record arrives."""
