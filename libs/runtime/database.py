@@ -117,10 +117,11 @@ class Database:
         """BEGIN (with the scope, one round trip) … COMMIT; ROLLBACK on any exception."""
         if self._pool is None:
             await self.start()
+        begin = f"BEGIN; {scope_sql(scope)}"
         async with self.pool.acquire() as conn:
-            await conn.execute(f"BEGIN; {scope_sql(scope)}")
             tx = Transaction(conn, scope)
             try:
+                await conn.execute(begin)
                 yield tx
             except BaseException:
                 if not conn.is_closed():

@@ -104,9 +104,10 @@ class Reservations:
         return await self._conn.fetchval("""
             INSERT INTO reservations (reservation_id, bill_to_id, customer_id, checkout_id, amount, currency, status,
                                       created_at, released_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $7 = 'released' THEN $8 END)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             ON CONFLICT (reservation_id) DO NOTHING RETURNING true""",
-            r.reservation_id, r.bill_to_id, r.customer_id, r.checkout_id, r.amount, r.currency, r.status.value, at
+            r.reservation_id, r.bill_to_id, r.customer_id, r.checkout_id, r.amount, r.currency, r.status.value, at,
+            None if r.holds_credit else at,
         ) is not None
 
     async def get_for_update(self, reservation_id: str) -> Reservation | None:
