@@ -285,6 +285,12 @@ class Consumer:
                 done = getattr(e, "done", 0)
                 self.pause(str(e) or type(e).__name__)
                 consumer.seek(tp, admitted[done].offset)
+            except Exception:  # a bug in the runtime: the partition is read again, never skipped, and it shows
+                log.exception("%s: handling %s[%d] from offset %d failed; reading it again in 1 s", self.name,
+                              tp.topic, tp.partition, admitted[0].offset)
+                consumer.seek(tp, admitted[0].offset)
+                await asyncio.sleep(1.0)
+                done = 0
             if done:
                 last = admitted[done - 1].offset
                 self._next[tp] = last + 1

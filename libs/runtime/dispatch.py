@@ -14,6 +14,7 @@ duplicate skipped, a dependency down pausing the consumer at that message.
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
@@ -33,6 +34,14 @@ log = logging.getLogger("harmon.dispatch")
 
 QUICK_RETRY_DELAYS_S = (0.05, 0.15, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4)  # the first three: within 1 s
 SEVERAL_TENANTS = Unscoped("the inbox claims and outbox rows of a batch of several tenants' messages")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A record no handler can take: it goes to the DLT with this class and reason."""
+
+    reason: str  # invalid_message, unhandled_type
+    detail: str
 
 
 class Duplicate(Exception):
@@ -79,16 +88,15 @@ class Dispatcher:
         the consumer pauses and reads the rest again after resuming."""
         recs = [Record(r.topic, r.partition, r.offset, r.key, r.value) for r in raws]
         decoded = [self._decode(rec) for rec in recs]
-        whole = [d for d in decoded if isinstance(d, tuple)]
-        if len(whole) == len(recs) and not any(self.parking.blocked(rec) for rec in recs):
-            if await self._batch([(rec, env, route) for rec, (env, route) in zip(recs, whole)]):
+        if not any(isinstance(d, Unreadable) for d in decoded) and not any(self.parking.blocked(r) for r in recs):
+            if await self._batch([(rec, env, route) for rec, (env, route) in zip(recs, decoded)]):
                 return
         for i, (rec, d) in enumerate(zip(recs, decoded)):
             try:
-                if isinstance(d, tuple):
-                    await self._one(rec, *d)
+                if isinstance(d, Unreadable):
+                    await self.dead_letter(rec, d.reason, d.detail, attempts=1)
                 else:
-                    await self.dead_letter(rec, *d, attempts=1)
+                    await self._one(rec, *d)
             except DependencyDown as e:
                 if i == 0 or not isinstance(e, BrokerUnavailable):
                     log.warning("%s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, e)
@@ -98,8 +106,8 @@ class Dispatcher:
 
     async def retry_parked(self, rec: Record, attempts: int) -> tuple[str, str]:
         d = self._decode(rec)
-        if not isinstance(d, tuple):
-            await self.dead_letter(rec, *d, attempts=attempts)
+        if isinstance(d, Unreadable):
+            await self.dead_letter(rec, d.reason, d.detail, attempts=attempts)
             return "done", ""
         env, route = d
         outcome, error, _ = await self.attempt(rec.topic, env, route, 0)
@@ -232,15 +240,14 @@ class Dispatcher:
                 raise Duplicate(env.message_id)
         await self._publish([row] if row else [], [])
 
-    def _decode(self, rec: Record) -> tuple[Envelope, Route] | tuple[str, str]:
-        """(envelope, route), or (dead-letter class, why)."""
+    def _decode(self, rec: Record) -> "tuple[Envelope, Route] | Unreadable":
         try:
             env = Envelope.from_bytes(rec.value)
         except ValidationError as e:
-            return "invalid_message", f"invalid message: {e}"
+            return Unreadable("invalid_message", f"invalid message: {e}")
         route = self.ctx.routes.get(rec.topic, {}).get(env.type)
         if route is None:
-            return "unhandled_type", f"{env.type} is not handled on {rec.topic} by {self.ctx.name}"
+            return Unreadable("unhandled_type", f"{env.type} is not handled on {rec.topic} by {self.ctx.name}")
         return env, route
 
     async def attempt(self, topic: str, env: Envelope, route: Route,

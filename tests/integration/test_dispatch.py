@@ -212,3 +212,20 @@ async def test_a_burst_is_handled_in_batches_one_transaction_each_and_in_key_ord
     assert await rows(scratch_dsn, "SELECT count(*) AS n FROM inbox WHERE message_type = 'CustomerUpsert' "
                                    "AND message_id = ANY(ARRAY[" + ",".join(f"'{e.message_id}'" for _, e in burst)
                       + "])") == [(len(burst),)]
+
+
+async def test_an_unreadable_record_inside_a_batch_is_dead_lettered_alone(stack, scratch_dsn, service):
+    ctx, topic = service
+    key = f"cus_u{new_id('u').lower()[-6:]}"
+    await ctx.link.publish(topic, key, envelope(key, "good:1").to_bytes())
+    await ctx.link.publish(topic, key, b"{not json")
+    await ctx.link.publish(topic, key, envelope(key, "good:2").to_bytes())
+    await ctx.link._producer.flush()
+
+    async def both_applied() -> bool:
+        got = [r["seq"] for r in await rows(scratch_dsn, f"SELECT seq FROM applied WHERE key = '{key}' ORDER BY id")]
+        assert got == [1, 2][:len(got)], got
+        return got == [1, 2]
+    assert await until(both_applied, timeout=15, message="both good records applied, in order")
+    dead = [r for r in await read_all(stack.bootstrap, f"{topic}.dlt", 1) if r.key == key.encode()]
+    assert [dict((k, v.decode()) for k, v in r.headers)["harmon-dlt-class"] for r in dead] == ["invalid_message"]
