@@ -135,7 +135,8 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     sa.event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: statements.inc())
     app[LISTENER] = Listener(app[CACHE], settings.database_url, listener_name(settings.instance_id))
     await app[LISTENER].start()  # until it listens, every lookup reads PostgreSQL
-    app[IDEMPOTENCY_STORE] = IdempotencyStore(app[SESSIONMAKER], settings.idempotency_lease_s, settings.instance_id)
+    app[GATEWAY_DB] = Database(settings.database_url, max_size=settings.db_pool_size)
+    app[IDEMPOTENCY_STORE] = IdempotencyStore(app[GATEWAY_DB], settings.idempotency_lease_s, settings.instance_id)
     try:
         released = await app[IDEMPOTENCY_STORE].release_leases_of_previous_run()
         if released:
@@ -145,7 +146,11 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         log.warning("could not release this instance's earlier idempotency leases (%s)", type(e).__name__)
     yield
     await app[LISTENER].stop()
+    await app[GATEWAY_DB].close()
     await engine.dispose()
+
+
+GATEWAY_DB = web.AppKey("gateway_db", Database)  # asyncpg, scoped by row-level security: idempotency records
 
 
 class _ReleaseHoldWhenBack:

@@ -15,25 +15,20 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.contracts.ids import new_id
+from libs.runtime.database import Database, Scope, Unscoped
 from libs.runtime.logs import request_id_var
-from libs.runtime.scoping import bind, unscoped
 
 from .errors import IDEMPOTENCY, ApiError, invalid
 from .state import CALLER, IDEMPOTENCY_KEY_HEADER, JSON_BODY, MINTED_ID, REPLAYED_HEADER, endpoint_of
-from .tables import IdempotencyRecord
 
 log = logging.getLogger("harmon.gateway.idempotency")
 
 KEY_HEADER = IDEMPOTENCY_KEY_HEADER
 MAX_KEY_CHARS = 255
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")  # printable ASCII: it travels in headers and logs
-_R = IdempotencyRecord
 
 
 def request_hash(method: str, path: str, body: dict, if_match: str | None = None) -> str:
@@ -65,104 +60,89 @@ class Replay:
 
 
 class IdempotencyStore:
-    """`holder` is this gateway's instance id, written on the leases it takes."""
+    """`holder` is this gateway's instance id, written on the leases it takes.
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], lease_s: float, holder: str):
-        self._sessionmaker = sessionmaker
-        self._lease_s = lease_s
+    On plain asyncpg, each call one short transaction scoped to the caller's tenant and mode by row-level
+    security (libs/runtime/database.py): the SQL names the key only."""
+
+    def __init__(self, db: Database, lease_s: float, holder: str):
+        self._db = db
+        self._lease_s = float(lease_s)
         self._holder = holder
-
-    def _lease_end(self):
-        return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, self._lease_s)
-
-    def _session(self, tenant_id: str, livemode: bool) -> AsyncSession:
-        """A session that sees only this tenant's and mode's keys (the scope adds them to every query)."""
-        session = self._sessionmaker()
-        bind(session, tenant_id, livemode)
-        return session
-
-    @staticmethod
-    def _update(key: str):
-        # rows are not loaded to be synchronised: what the statements return is the answer
-        return sa.update(_R).where(_R.key == key).execution_options(synchronize_session=False)
 
     async def claim(self, tenant_id: str, livemode: bool, key: str, rhash: str, method: str, path: str,
                     mint_prefix: str | None) -> Execute | Replay:
-        async with self._session(tenant_id, livemode) as s, s.begin():
-            inserted = (await s.execute(
-                pg_insert(_R).values(
-                    tenant_id=tenant_id, livemode=livemode, key=key, request_hash=rhash, method=method, path=path,
-                    status="in_progress", locked_until=self._lease_end(), holder=self._holder,
-                    minted_id=new_id(mint_prefix) if mint_prefix else None, created_at=sa.func.now(),
-                ).on_conflict_do_nothing().returning(_R.locked_until, _R.minted_id)
-            )).first()
+        async with self._db.transaction(Scope(tenant_id, livemode)) as tx:
+            inserted = await tx.conn.fetchrow(_CLAIM, key, rhash, method, path, self._lease_s, self._holder,
+                                              new_id(mint_prefix) if mint_prefix else None)
             if inserted is not None:
-                return Execute(inserted.locked_until, inserted.minted_id)
-            row = (await s.execute(sa.select(_R).where(_R.key == key))).scalar_one_or_none()
+                return Execute(inserted["locked_until"], inserted["minted_id"])
+            row = await tx.conn.fetchrow(_READ, key)
             if row is None:  # pruned between the two statements: a key this old is free again
                 raise ApiError(409, IDEMPOTENCY, "idempotency_key_in_use",
                                "this Idempotency-Key is being processed; retry shortly")
-            if row.request_hash != rhash:
+            if row["request_hash"] != rhash:
                 raise ApiError(409, IDEMPOTENCY, "idempotency_key_mismatch",
                                "this Idempotency-Key was used with a different request; use a new key",
                                KEY_HEADER)
-            if row.status == "done":
-                return Replay(row.response_status, row.response_body)
-            taken = (await s.execute(
-                self._update(key).where(_R.status == "in_progress", _R.locked_until < sa.func.now())
-                .values(locked_until=self._lease_end(), holder=self._holder).returning(_R.locked_until, _R.minted_id)
-            )).first()
+            if row["status"] == "done":
+                return Replay(row["response_status"], json.loads(row["response_body"]))
+            taken = await tx.conn.fetchrow(_TAKE_OVER, key, self._lease_s, self._holder)
             if taken is None:
                 raise ApiError(409, IDEMPOTENCY, "idempotency_key_in_use",
                                "a request with this Idempotency-Key is in progress; retry shortly", KEY_HEADER)
             log.info("idempotency key lease lapsed; executing again")
-            return Execute(taken.locked_until, taken.minted_id)
+            return Execute(taken["locked_until"], taken["minted_id"])
 
     async def finish(self, tenant_id: str, livemode: bool, key: str, status: int, body: dict) -> Replay | None:
         """Store the final answer; if another execution stored one first, return that one instead."""
-        async with self._session(tenant_id, livemode) as s, s.begin():
-            done = (await s.execute(
-                self._update(key).where(_R.status == "in_progress")
-                .values(status="done", response_status=status, response_body=body, locked_until=None, holder=None)
-                .returning(_R.key)
-            )).first()
-            if done is not None:
+        async with self._db.transaction(Scope(tenant_id, livemode)) as tx:
+            if await tx.conn.fetchval(_FINISH, key, status, json.dumps(body)) is not None:
                 return None
-            row = (await s.execute(sa.select(_R).where(_R.key == key))).scalar_one_or_none()
-        return Replay(row.response_status, row.response_body) if row is not None and row.status == "done" else None
+            row = await tx.conn.fetchrow(_READ, key)
+        if row is not None and row["status"] == "done":
+            return Replay(row["response_status"], json.loads(row["response_body"]))
+        return None
 
     async def release(self, tenant_id: str, livemode: bool, key: str, lease_until: datetime) -> None:
         """Give up our lease (5xx, timeout) so a retry executes at once; a lease someone took over is not ours."""
-        async with self._session(tenant_id, livemode) as s, s.begin():
-            await s.execute(
-                self._update(key).where(_R.status == "in_progress", _R.locked_until == lease_until)
-                .values(locked_until=sa.func.now())
-            )
+        async with self._db.transaction(Scope(tenant_id, livemode)) as tx:
+            await tx.conn.execute("UPDATE idempotency_records SET locked_until = now() "
+                                  "WHERE key = $1 AND status = 'in_progress' AND locked_until = $2", key, lease_until)
 
     async def release_leases_of_previous_run(self) -> int:
         """At start: the leases this instance id still holds were taken by its previous process, which died
         (a drained one finished its requests): release them, so a retry executes at once, not after the lease."""
-        async with self._sessionmaker.begin() as s:
-            result = await s.execute(unscoped(
-                sa.update(_R).where(_R.holder == self._holder, _R.status == "in_progress",
-                                    _R.locked_until > sa.func.now())
-                .values(locked_until=sa.func.now()).execution_options(synchronize_session=False),
-                "restart: the leases this gateway instance held, in every tenant and mode"))
-        return result.rowcount
+        async with self._db.transaction(RESTART) as tx:
+            done = await tx.conn.execute(
+                "UPDATE idempotency_records SET locked_until = now() WHERE holder = $1 AND status = 'in_progress' "
+                "AND locked_until > now()", self._holder)
+        return int(done.split()[-1])
 
     async def prune(self, retention_h: float) -> int:
         """Forget keys older than the retention (at least 24 h), unless still under a live lease."""
-        async with self._sessionmaker.begin() as s:
-            result = await s.execute(unscoped(
-                sa.delete(_R).where(
-                    _R.created_at < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, retention_h * 3600.0),
-                    sa.or_(_R.status == "done", _R.locked_until < sa.func.now()),
-                ).execution_options(synchronize_session=False),
-                "pruning: expired keys of every tenant and mode"))
-        return result.rowcount
+        async with self._db.transaction(PRUNING) as tx:
+            done = await tx.conn.execute(
+                "DELETE FROM idempotency_records WHERE created_at < now() - make_interval(secs => $1) "
+                "AND (status = 'done' OR locked_until < now())", retention_h * 3600.0)
+        return int(done.split()[-1])
 
 
 IDEMPOTENCY_STORE = web.AppKey("idempotency", IdempotencyStore)
+RESTART = Unscoped("restart: the leases this gateway instance held, in every tenant and mode")
+PRUNING = Unscoped("pruning: expired keys of every tenant and mode")
+_CLAIM = """
+    INSERT INTO idempotency_records (key, request_hash, method, path, status, locked_until, holder, minted_id, created_at)
+    VALUES ($1, $2, $3, $4, 'in_progress', now() + make_interval(secs => $5), $6, $7, now())
+    ON CONFLICT DO NOTHING RETURNING locked_until, minted_id"""
+_READ = "SELECT request_hash, status, response_status, response_body FROM idempotency_records WHERE key = $1"
+_TAKE_OVER = """
+    UPDATE idempotency_records SET locked_until = now() + make_interval(secs => $2), holder = $3
+    WHERE key = $1 AND status = 'in_progress' AND locked_until < now() RETURNING locked_until, minted_id"""
+_FINISH = """
+    UPDATE idempotency_records SET status = 'done', response_status = $2, response_body = $3::json,
+        locked_until = NULL, holder = NULL
+    WHERE key = $1 AND status = 'in_progress' RETURNING key"""
 
 
 def replay_response(replay: Replay) -> web.Response:

@@ -80,6 +80,7 @@ class IdempotencyRecord(Base, table=True):
     """One `Idempotency-Key` of a tenant and mode: in progress under a lease, or done with its final answer."""
 
     __tablename__ = "idempotency_records"
+    __table_args__ = (sa.Index("idempotency_records_by_key", "key"),)
     tenant_id: str = Field(primary_key=True)
     livemode: bool = Field(primary_key=True)
     key: str = Field(primary_key=True, max_length=255)
