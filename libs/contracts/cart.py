@@ -47,9 +47,13 @@ class CreateCart(Message):
 
 
 class GetCart(Message):
+    """With `then_price`, the cart does not answer: it hands its view to pricing (`PriceCart`) on the asker's
+    reply_to and correlation, and pricing answers with `CartPriced` — one hop fewer than asking both."""
+
     type: Literal["GetCart"] = "GetCart"
     cart_id: CartId
     customer_id: CustomerId
+    then_price: bool = False
 
 
 class AddLine(Message):

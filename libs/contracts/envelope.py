@@ -20,6 +20,7 @@ AnyMessage = Annotated[
         # pricing
         pricing.ListProducts, pricing.GetProduct, pricing.PriceLines,
         pricing.ProductView, pricing.ProductList, pricing.LinesPriced, pricing.PriceCheckout, pricing.CheckoutPriced,
+        pricing.PriceCart, pricing.CartPriced,
         # credit
         credit.ReserveCredit, credit.ReleaseCredit, credit.GetCreditAccount,
         credit.CreditReserved, credit.CreditRejected, credit.CreditReleased, credit.CreditAccountView,

@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import Field
 
 from .base import Message
-from .cart import CartLine, CheckoutContinuation
+from .cart import CartLine, CartView, CheckoutContinuation
 from .fields import BaseQuantity, CartId, CartLineId, CheckoutId, Count, Currency, CustomerId, Minor, Name, Sku, Uom
 from .money import TaxCategory
 
@@ -100,4 +100,17 @@ class CheckoutPriced(Message):
     checkout_id: CheckoutId
     cart_version: int
     lines: list[CartLine]
+    priced: LinesPriced
+
+
+class PriceCart(Message):
+    """A cart handed on by the cart (GetCart with `then_price`): answer the asker with `CartPriced`."""
+
+    type: Literal["PriceCart"] = "PriceCart"
+    cart: CartView
+
+
+class CartPriced(Message):
+    type: Literal["CartPriced"] = "CartPriced"
+    cart: CartView
     priced: LinesPriced

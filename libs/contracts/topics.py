@@ -15,7 +15,7 @@ class TopicSpec:
 
 
 CART_COMMANDS = TopicSpec("cart.commands.v1", "cart id", ("CreateCart", "GetCart", "AddLine", "ChangeLine", "RemoveLine", "FreezeCart", "CompleteCart", "ReleaseCart"))
-PRICING_COMMANDS = TopicSpec("pricing.commands.v1", "cart id or sku", ("PriceLines", "PriceCheckout", "ListProducts", "GetProduct"))
+PRICING_COMMANDS = TopicSpec("pricing.commands.v1", "cart id or sku", ("PriceLines", "PriceCheckout", "PriceCart", "ListProducts", "GetProduct"))
 CREDIT_COMMANDS = TopicSpec("credit.commands.v1", "bill-to account id", ("ReserveCredit", "ReleaseCredit", "GetCreditAccount"))
 ORDERS_COMMANDS = TopicSpec("orders.commands.v1", "cart id", ("PlaceOrder", "GetOrder", "ListOrders"))
 ORDERS_REPLIES = TopicSpec("orders.replies.v1", "checkout id", ("CartFrozen", "CartCompleted", "CartReleased", "LinesPriced", "CheckoutPriced", "CreditReserved", "CreditRejected", "CreditReleased", "Failure"))

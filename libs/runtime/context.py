@@ -23,7 +23,8 @@ Handler = Callable[[Any, Any], Awaitable[Message | None]]
 @dataclass(frozen=True)
 class Route:
     handler: Handler
-    # a query changes nothing: no inbox claim, and its reply is published without an outbox row
+    # a query changes nothing: no inbox claim, and its reply (or what it hands on, `uow.outbox.add`) is published
+    # without an outbox row: a lost one leaves the caller to time out and ask again
     query: bool = False
 
 

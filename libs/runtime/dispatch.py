@@ -149,8 +149,8 @@ class Dispatcher:
                         request_id_var.reset(token)
                     timings.append((env.type, time.perf_counter() - started))
                     row = _reply_row(env, reply) if reply is not None else None
-                    if route.query:
-                        answers += [row] if row else []
+                    if route.query:  # what a query hands on (e.g. the cart to pricing) goes like an answer
+                        answers += uow.outbox.pending + ([row] if row else [])
                         continue
                     claims.append(_claim(env))
                     rows += uow.outbox.pending + ([row] if row else [])
@@ -220,7 +220,7 @@ class Dispatcher:
                 reply = await route.handler(env.payload, uow)
                 row = _reply_row(env, reply) if reply is not None else None
                 if route.query:
-                    answers = [row] if row else []
+                    answers = uow.outbox.pending + ([row] if row else [])
                 else:
                     answers = []
                     rows = uow.outbox.pending + ([row] if row else [])

@@ -5,7 +5,7 @@ from libs.contracts import topics
 from libs.contracts.base import Rejection
 from libs.contracts.erp import ProductUpsert
 from libs.contracts.errors import ErrorCode
-from libs.contracts.pricing import PriceCheckout
+from libs.contracts.pricing import PriceCart, PriceCheckout
 
 from . import domain
 from .domain import Cart, Line, LineAdded, LineChanged, LineRemoved, Product, StatusChanged
@@ -38,8 +38,16 @@ async def create_cart(cmd: c.CreateCart, uow: CartUnitOfWork) -> c.CartView:
     return cart_view(cart)
 
 
-async def get_cart(q: c.GetCart, uow: CartUnitOfWork) -> c.CartView:
-    return cart_view(domain.customer_cart(await uow.carts.get(q.cart_id), q.cart_id, q.customer_id))
+async def get_cart(q: c.GetCart, uow: CartUnitOfWork) -> c.CartView | None:
+    """The cart; with `then_price`, handed to pricing instead, which answers the asker (one hop fewer)."""
+    view = cart_view(domain.customer_cart(await uow.carts.get(q.cart_id), q.cart_id, q.customer_id))
+    if not q.then_price:
+        return view
+    incoming = uow.message
+    uow.outbox.add(topics.PRICING_COMMANDS, q.cart_id, PriceCart(cart=view),
+                   reply_to=incoming.reply_to if incoming else None,
+                   correlation_id=incoming.correlation_id if incoming else None)
+    return None
 
 
 async def add_line(cmd: c.AddLine, uow: CartUnitOfWork) -> c.CartView:

@@ -15,6 +15,7 @@ def register(ctx: ServiceContext) -> None:
         p.ListProducts: handlers.list_products,
         p.GetProduct: handlers.get_product,
         p.PriceLines: handlers.price_lines,
+        p.PriceCart: handlers.price_cart,
     })
     subscribe(ctx, topics.ERP_PRODUCTS, {ProductUpsert: handlers.upsert_product})
     subscribe(ctx, topics.ERP_PRICES, {PriceUpsert: handlers.upsert_price})

@@ -52,6 +52,12 @@ async def price_lines(q: p.PriceLines, uow: PricingUnitOfWork) -> p.LinesPriced:
     return await _price(uow, q.cart_id, q.customer_id, q.lines)
 
 
+async def price_cart(q: p.PriceCart, uow: PricingUnitOfWork) -> p.CartPriced:
+    """A cart the cart service handed on (GetCart with `then_price`): its lines priced, answered with the cart."""
+    lines = [p.LineToPrice(line_id=x.line_id, sku=x.sku, base_quantity=x.base_quantity) for x in q.cart.lines]
+    return p.CartPriced(cart=q.cart, priced=await _price(uow, q.cart.cart_id, q.cart.customer_id, lines))
+
+
 async def price_checkout(cmd: p.PriceCheckout, uow: PricingUnitOfWork) -> p.CheckoutPriced:
     """Price a frozen cart as PriceLines does, hand the checkout on to credit (ReserveCredit for the total, on the
     saga's reply_to and correlation) and answer the saga with the priced lines. A pricing refusal is answered to

@@ -12,7 +12,7 @@ from libs.contracts.cart import CartStatus, CheckoutContinuation
 from libs.contracts.envelope import Envelope
 from libs.contracts.erp import ProductUpsert
 from libs.contracts.ids import CART, CART_LINE, CHECKOUT, CUSTOMER, ORDER, RESERVATION, new_id
-from libs.contracts.pricing import PriceCheckout
+from libs.contracts.pricing import PriceCart, PriceCheckout
 from libs.runtime.database import Scope
 from services.cart import entrypoint, handlers
 from services.cart.domain import Cart, Line, Product
@@ -192,6 +192,18 @@ async def test_get_cart(world):
     assert got == view
     assert [x.sku for x in got.lines] == ["OIL-1L", "RICE-1KG"]
     assert uow.outbox.pending == []
+
+
+async def test_get_cart_then_price_hands_the_view_to_pricing_on_the_askers_reply_to(world):
+    view = await new_cart(world, OIL_2, RICE_CASES)
+    q = c.GetCart(cart_id=view.cart_id, customer_id=CUS, then_price=True)
+    reply, uow = await world.run(handlers.get_cart, q, reply_to="gateway.replies.g1", correlation_id="msg_7")
+    assert reply is None  # pricing answers the gateway
+    [(topic, key, env)] = uow.outbox.envelopes
+    assert (topic, key, env.payload) == (topics.PRICING_COMMANDS.name, view.cart_id, PriceCart(cart=view))
+    assert (env.reply_to, env.correlation_id, env.tenant_id) == ("gateway.replies.g1", "msg_7", TENANT)
+    await refused(world, handlers.get_cart, c.GetCart(cart_id=view.cart_id, customer_id=OTHER, then_price=True),
+                  "resource_missing", "cart_id")
 
 
 async def test_get_cart_of_another_customer_or_none_is_missing(world):

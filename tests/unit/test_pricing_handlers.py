@@ -5,6 +5,7 @@ rows; what a handler answers, emits and stores is checked for every path, refusa
 """
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from dataclasses import dataclass, field
 
 from types import SimpleNamespace
@@ -13,13 +14,13 @@ import pytest
 
 from libs.contracts import topics
 from libs.contracts.base import Rejection
-from libs.contracts.cart import CartLine, CheckoutContinuation
+from libs.contracts.cart import CartLine, CartView, CheckoutContinuation
 from libs.contracts.credit import ReserveCredit
 from libs.contracts.envelope import Envelope
 from libs.contracts.erp import CustomerUpsert, PriceUpsert, ProductUpsert
 from libs.contracts.fields import MAX_AMOUNT
 from libs.contracts.money import DEFAULT_GCT_RATES_BP, TaxCategory
-from libs.contracts.pricing import (CheckoutPriced, GetProduct, LinesPriced, LineToPrice, ListProducts, PriceCheckout,
+from libs.contracts.pricing import (CartPriced, CheckoutPriced, PriceCart, GetProduct, LinesPriced, LineToPrice, ListProducts, PriceCheckout,
                                     PriceLines)
 from libs.runtime.database import Scope
 from services.pricing import handlers
@@ -238,6 +239,16 @@ async def test_price_checkout_answers_the_saga_and_hands_the_checkout_on_to_cred
     assert (env.reply_to, env.correlation_id) == ("orders.replies.v1", "chk_1:1")
     assert (env.tenant_id, env.livemode, env.request_id, env.causation_id) == (TENANT, False, "req_1",
                                                                                 uow.message.message_id)
+
+
+async def test_price_cart_answers_the_cart_with_its_lines_priced_as_price_lines_does(rows):
+    cmd = price_checkout()
+    cart = CartView(cart_id="cart_1", customer_id=CUSTOMER, status="open", version=7, lines=CART_LINES,
+                    created_at=datetime(2026, 12, 1, tzinfo=UTC), updated_at=datetime(2026, 12, 1, tzinfo=UTC))
+    answer, emitted = await run(rows, handlers.price_cart, PriceCart(cart=cart))
+    priced, _ = await run(rows, handlers.price_lines, PriceLines(cart_id="cart_1", customer_id=CUSTOMER, lines=LINES))
+    assert answer == CartPriced(cart=cart, priced=priced) and emitted == []
+    assert cmd.lines == cart.lines
 
 
 async def test_price_checkout_uses_each_lines_base_quantity(rows):
