@@ -19,12 +19,13 @@ class KafkaTimings(BaseSettings):
     acks: Literal[1, "all"]
 
 
-# Tansu settles groups slowly with Kafka's defaults; a real cluster rejects sessions under 6 s.
+# Tansu settles groups slowly with Kafka's defaults; a real cluster rejects sessions under 6 s. A heartbeat a
+# second (not every 300 ms): seven consumers' heartbeats were a third of an idle stack's broker CPU.
 # The fetch wait adapts (libs/runtime/consumer.py): the embedded broker answers a waiting fetch only when
 # its wait ends, so while records flow a consumer asks with the busy wait (each hop waits at most that),
 # and once idle it doubles the wait up to fetch_max_wait_ms (the idle polling CPU falls with it).
 # Kafka answers a waiting fetch as soon as a record arrives: there one long wait costs no latency.
-EMBEDDED_TIMINGS = dict(session_timeout_ms=2000, heartbeat_interval_ms=300, fetch_max_wait_ms=200,
+EMBEDDED_TIMINGS = dict(session_timeout_ms=3000, heartbeat_interval_ms=1000, fetch_max_wait_ms=500,
                         fetch_busy_wait_ms=5, acks=1)
 EXTERNAL_TIMINGS = dict(session_timeout_ms=10000, heartbeat_interval_ms=3000, fetch_max_wait_ms=500,
                         fetch_busy_wait_ms=500, acks="all")
