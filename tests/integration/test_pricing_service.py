@@ -24,8 +24,9 @@ from tests.conftest import until
 
 
 async def replies(bootstrap: str, topic: str, correlation_ids: set[str], want: int,
-                  timeout: float = 30.0) -> list[Envelope]:
-    """Envelopes on `topic` whose correlation id is one of `correlation_ids`, from the topic's start."""
+                  timeout: float = 30.0, types: tuple[type, ...] = (object,)) -> list[Envelope]:
+    """Envelopes on `topic` whose correlation id is one of `correlation_ids` (and payload one of `types`), from the
+    topic's start."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
                                 enable_auto_commit=False)
     await consumer.start()
@@ -36,7 +37,7 @@ async def replies(bootstrap: str, topic: str, correlation_ids: set[str], want: i
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for r in records:
                     env = Envelope.from_bytes(r.value)
-                    if env.correlation_id in correlation_ids:
+                    if env.correlation_id in correlation_ids and isinstance(env.payload, types):
                         found.append(env)
     finally:
         await consumer.stop()
@@ -75,8 +76,10 @@ async def test_a_priced_checkout_answers_the_saga_and_asks_credit_an_unpriceable
         for cmd in (good, bad):
             await erp.publish(topics.PRICING_COMMANDS, cmd, tenant, key=cmd.cart_id,
                               reply_to=topics.ORDERS_REPLIES.name, correlation_id=f"{cmd.checkout_id}:1")
+        # pricing's answers to the saga (on the whole stack credit answers the good one too, on the same topic)
         answers = {e.correlation_id: e for e in await replies(
-            stack.bootstrap, topics.ORDERS_REPLIES.name, {f"{good.checkout_id}:1", f"{bad.checkout_id}:1"}, 2)}
+            stack.bootstrap, topics.ORDERS_REPLIES.name, {f"{good.checkout_id}:1", f"{bad.checkout_id}:1"}, 2,
+            types=(CheckoutPriced, Failure))}
         priced = answers[f"{good.checkout_id}:1"].payload
         assert isinstance(priced, CheckoutPriced)
         assert (priced.checkout_id, priced.cart_version, priced.lines) == (good.checkout_id, 3, good.lines)
