@@ -192,7 +192,9 @@ def run_line(run: dict[str, Any]) -> str:
             f"{_num(f['line_2_p50_1'])}, price {_num(f['price_p50_1'])} ms (n={f['checkouts_1']}, errors "
             f"{f['errors_1']}) | 32 shoppers: {_num(f['orders_per_s_32'])} orders/s, errors {f['errors_32']}, CPU "
             f"{_num(f['cpu_ms_per_order_32'], 0)} ms/order | max RSS {_num(f['max_rss_mib'])} MiB "
-            f"({run.get('rss', {}).get('max_service', '-')})")
+            f"({run.get('rss', {}).get('max_service', '-')})"
+            + (f" | planned broker restarts {run['planned_broker_restarts']}" if run.get("planned_broker_restarts")
+               else ""))
 
 
 def medians_table(runs: list[dict[str, Any]]) -> str:
@@ -474,6 +476,14 @@ def measure_idle(data_dir: Path, seconds: float) -> dict[str, Any]:
     return {"seconds": round(elapsed, 2), "pct": round(sum(used.values()) / elapsed * 100, 2), "parts_pct": parts}
 
 
+def _planned_restarts(out: Path) -> int:
+    """How often `harmon dev` restarted its broker on purpose (its bound, libs/stack/supervisor.py), from its output."""
+    try:
+        return out.read_text(errors="replace").count("every service is quiet: restarting the broker")
+    except OSError:
+        return 0
+
+
 def bench(head: Side, data_dir: Path, name: str, options: list[str], timeout_s: float) -> dict[str, Any]:
     """HEAD's `harmon bench` against the stack on `data_dir`; its one level from --json."""
     out, printed = data_dir / f"bench-{name}.json", data_dir / f"bench-{name}.out"
@@ -526,6 +536,8 @@ def run_once(side: Side, head: Side, args: argparse.Namespace, round_no: int, se
         run["error"] = str(exc)
     finally:  # also on Ctrl-C: the stack is stopped, and its data dir kept only for a failed run
         stack.stop()
+        # harmon dev's bound on the embedded broker restarts it (holding requests) mid-measurement, if it grows
+        run["planned_broker_restarts"] = _planned_restarts(stack.out)
         run["stop_exit_code"] = stack.exit_code
         run["seconds"] = round(time.monotonic() - t0, 1)
         if not run.get("error"):
