@@ -52,15 +52,6 @@ class _Redo(Exception):
     """The batch cannot commit as a whole: handle its messages one by one."""
 
 
-async def _aborted(conn) -> bool:
-    """True when an error aborted the transaction (every later statement would fail)."""
-    try:
-        await conn.fetchval("SELECT 1")
-        return False
-    except Exception:
-        return True
-
-
 def _scope(env: Envelope) -> Scope:
     return Scope(env.tenant_id, env.livemode)
 
@@ -138,12 +129,10 @@ class Dispatcher:
                     try:
                         reply = await route.handler(env.payload, uow)
                     except Rejection as r:
-                        if not route.query or tx.conn.is_in_transaction() is False:
+                        if not route.query:
                             raise
-                        # a query wrote nothing: its refusal is its answer, and the batch goes on
-                        # (unless a statement of it failed, which aborts the transaction: then redo)
-                        if await _aborted(tx.conn):
-                            raise
+                        # a query wrote nothing: its refusal is its answer, and the batch goes on (had a
+                        # statement of it failed, the transaction is aborted and the bookkeeping fails: redo)
                         reply = r.failure()
                     finally:
                         request_id_var.reset(token)
