@@ -36,16 +36,19 @@ class Failure(Message):
     message: str
     param: str | None = None
     order_id: str | None = None
+    status: str | None = None  # order_not_cancellable: the order's current status
 
 
 class Rejection(Exception):
     """A domain decision not to do a command: raised by the domain or a handler, anything it wrote is rolled
     back, and the caller is answered with a `Failure` in the catalogue's words (the one way to refuse)."""
 
-    def __init__(self, code: ErrorCode, message: str, param: str | None = None, order_id: str | None = None):
+    def __init__(self, code: ErrorCode, message: str, param: str | None = None, order_id: str | None = None,
+                 status: str | None = None):
         super().__init__(message)
         self.code = ErrorCode(code)  # a code outside the catalogue is a bug, found here rather than as a 500
-        self.message, self.param, self.order_id = message, param, order_id
+        self.message, self.param, self.order_id, self.status = message, param, order_id, status
 
     def failure(self) -> Failure:
-        return Failure(code=self.code, message=self.message, param=self.param, order_id=self.order_id)
+        return Failure(code=self.code, message=self.message, param=self.param, order_id=self.order_id,
+                       status=self.status)

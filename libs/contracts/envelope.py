@@ -5,7 +5,7 @@ from typing import Annotated, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from . import cart, credit, erp, orders, pricing
+from . import cart, credit, erp, invoices, orders, pricing
 from .base import Failure, Message
 from .fields import TenantId, Token
 from .ids import MESSAGE, new_id
@@ -24,10 +24,19 @@ AnyMessage = Annotated[
         # credit
         credit.ReserveCredit, credit.ReleaseCredit, credit.GetCreditAccount,
         credit.CreditReserved, credit.CreditRejected, credit.CreditReleased, credit.CreditAccountView,
+        credit.CreditExposureChanged,
         # orders
         orders.PlaceOrder, orders.GetOrder, orders.ListOrders, orders.OrderList, orders.OrderView, orders.OverCreditLimit, orders.OrderConfirmed,
+        orders.CancelOrder, orders.OrderPartiallyFulfilled, orders.OrderFulfilled, orders.FulfilmentDelivered,
+        orders.OrderDelivered, orders.OrderCancelled,
+        # invoices (orders owns them)
+        invoices.GetInvoice, invoices.ListInvoices, invoices.InvoiceList, invoices.InvoiceView,
+        invoices.InvoiceIssued, invoices.InvoiceDueDateSet, invoices.PaymentApplied, invoices.InvoicePaid,
+        invoices.InvoiceVoided, invoices.InvoiceOverdue, invoices.PaymentUnapplied,
         # master data from the ERP
         erp.CustomerUpsert, erp.ProductUpsert, erp.PriceUpsert, erp.CreditLimitUpsert,
+        # lifecycle facts from the ERP
+        erp.FulfilmentRecorded, erp.DeliveryRecorded, erp.OrderCancellationRecorded, erp.PaymentRecorded,
     ],
     Field(discriminator="type"),
 ]

@@ -90,6 +90,11 @@ CartLineId = object_id(ids.CART_LINE)
 OrderId = object_id(ids.ORDER)
 CheckoutId = object_id(ids.CHECKOUT)
 ReservationId = object_id(ids.RESERVATION)
+InvoiceId = object_id(ids.INVOICE)
+# `<tenant prefix>-NNNNNN` (orders' per-tenant, per-mode counters); invoices `<prefix>-INV-NNNNNN`
+OrderPrefix = _kind(r"^[A-Z0-9]{1,12}$", "must be 1 to 12 capital letters or digits")
+OrderNumber = _kind(r"^[A-Z0-9]{1,12}-[0-9]{6,15}$", "must be a prefix, '-' and at least six digits, e.g. ACME-000042")
+InvoiceNumber = _kind(r"^[A-Z0-9]{1,12}-INV-[0-9]{6,15}$", "must be a prefix, '-INV-' and at least six digits")
 
 # --- numbers -------------------------------------------------------------------------------------
 
@@ -104,6 +109,10 @@ Shortfall = Annotated[int, Field(ge=0, le=2 * MAX_AMOUNT, description="integer m
 BaseQuantity = Annotated[int, Field(ge=1, le=MAX_BASE_QUANTITY)]
 # the ERP's counts that multiply into money (a unit's factor, a quantity break): bounded like money
 Count = Annotated[int, Field(ge=1, le=MAX_AMOUNT)]
+# a quantity that may be none yet (fulfilled so far)
+Quantity0 = Annotated[int, Field(ge=0, le=MAX_BASE_QUANTITY)]
+# a positive amount of money (a payment)
+PositiveMinor = Annotated[int, Field(ge=1, le=MAX_AMOUNT, description="money in integer minor units (cents), > 0")]
 
 
 _ADAPTERS: dict[int, tuple[Any, TypeAdapter]] = {}  # the kind is kept, so its id is never reused

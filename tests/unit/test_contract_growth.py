@@ -51,11 +51,11 @@ def test_unknown_fields_are_not_re_emitted():
 
 def test_unknown_fields_deep_in_a_payload_are_ignored():
     raw = Envelope(tenant_id="ten_1", livemode=False, payload=orders.OrderConfirmed(order=ORDER)).model_dump(mode="json")
-    raw["payload"]["order"]["fulfilment"] = {"warehouse": "KIN-1"}
+    raw["payload"]["order"]["picking"] = {"warehouse": "KIN-1"}
     raw["payload"]["order"]["lines"][0]["lot"] = "L-7"
     back = Envelope.from_bytes(json.dumps(raw).encode())
     assert back.payload.order == ORDER
-    assert "lot" not in back.to_bytes().decode() and "fulfilment" not in back.to_bytes().decode()
+    assert "lot" not in back.to_bytes().decode() and "picking" not in back.to_bytes().decode()
 
 
 def test_a_failure_from_a_newer_version_is_still_a_failure():
