@@ -52,3 +52,14 @@ class Rejection(Exception):
     def failure(self) -> Failure:
         return Failure(code=self.code, message=self.message, param=self.param, order_id=self.order_id,
                        status=self.status)
+
+
+class RecordRefused(Exception):
+    """A record that does not fit the state it would change (more shipped than ordered, the same id with other
+    content): raised by the domain; nothing is written, it is never retried, and it goes to `<topic>.dlt` with
+    `code` in its `harmon-dlt-code` header (and the caller, if any, is answered with that code)."""
+
+    def __init__(self, code: ErrorCode, message: str, param: str | None = None):
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message, self.param = message, param

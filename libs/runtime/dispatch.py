@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from libs.contracts.base import Failure, Message, Rejection
+from libs.contracts.base import Failure, Message, Rejection, RecordRefused
 from libs.contracts.envelope import Envelope
 
 from . import inbox
 from .context import Route, ServiceContext
 from .database import Scope, Unscoped
-from .failures import BrokerUnavailable, DependencyDown, FailureClass, classify, failure_code
+from .failures import BrokerUnavailable, DependencyDown, FailureClass, PermanentFailure, classify, failure_code
 from .logs import request_id_var
 from .parking import Parking, Record
 from .unit_of_work import OutgoingMessage, derive
@@ -281,10 +281,16 @@ class Dispatcher:
                 await self.ctx.link.publish(env.reply_to, env.correlation_id, reply.to_bytes())
             except BrokerUnavailable:
                 log.warning("%s %s: the refusal could not be sent (broker unavailable)", env.type, env.message_id)
+        if isinstance(error, PermanentFailure | RecordRefused):  # a record that does not fit: its catalogue code says why
+            await self.dead_letter(rec, "permanent", f"{error.code}: {error.message}", attempts=attempts,
+                                   code=str(error.code))
+            return
         await self.dead_letter(rec, "permanent", f"{type(error).__name__}: {error}", attempts=attempts)
 
-    async def dead_letter(self, rec: Record, reason: str, detail: str, *, attempts: int) -> None:
-        """Publish the record unchanged to `<topic>.dlt`, with why in its headers; BrokerUnavailable if it cannot."""
+    async def dead_letter(self, rec: Record, reason: str, detail: str, *, attempts: int,
+                          code: str | None = None) -> None:
+        """Publish the record unchanged to `<topic>.dlt`, with why in its headers; BrokerUnavailable if it cannot.
+        `code`: the catalogue code of a record a handler refused (`record_conflict`, `over_fulfilment`, …)."""
         dlt = f"{rec.topic}.dlt"
         headers = {
             "harmon-dlt-reason": detail[:1000],
@@ -295,6 +301,8 @@ class Dispatcher:
             "harmon-dlt-attempts": str(attempts),
             "harmon-dlt-consumer": self.ctx.name,
         }
+        if code is not None:
+            headers["harmon-dlt-code"] = code
         await self.ctx.link.publish_and_wait(dlt, rec.key, rec.value, headers)
         self.ctx.metrics.dead_lettered.labels(topic=rec.topic, reason=reason).inc()
         log.error("dead-lettered %s[%s]@%s to %s (%s): %s", rec.topic, rec.partition, rec.offset, dlt, reason, detail[:500])

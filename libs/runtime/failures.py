@@ -18,6 +18,8 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from libs.contracts.base import RecordRefused
+
 
 class FailureClass(StrEnum):
     PERMANENT = "permanent"
@@ -63,7 +65,7 @@ def sqlstate(e: BaseException) -> str | None:
 def classify(e: BaseException) -> FailureClass:
     if isinstance(e, DependencyDown | KafkaError):
         return FailureClass.DOWN
-    if isinstance(e, PermanentFailure | ValidationError):
+    if isinstance(e, PermanentFailure | RecordRefused | ValidationError):
         return FailureClass.PERMANENT
     code = sqlstate(e)
     if code in _RACES:
@@ -86,8 +88,8 @@ def classify(e: BaseException) -> FailureClass:
 
 def failure_code(e: BaseException) -> tuple[str, str, str | None]:
     """The catalogue (code, message, param) a caller is answered with for a permanent failure."""
-    if isinstance(e, PermanentFailure):
-        return e.code, e.message, e.param
+    if isinstance(e, PermanentFailure | RecordRefused):
+        return str(e.code), e.message, e.param
     code = sqlstate(e) or ""
     if isinstance(e, ValidationError) or code[:2] in ("22", "23"):
         return "parameter_invalid", "the request holds a value that cannot be stored", None

@@ -14,9 +14,10 @@ import pytest_asyncio
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
 
-from libs.contracts.base import Failure
+from libs.contracts.base import Failure, RecordRefused
 from libs.contracts.envelope import Envelope
 from libs.contracts.erp import CustomerUpsert
+from libs.contracts.errors import ErrorCode
 from libs.contracts.ids import new_id
 from libs.runtime.broker import BrokerLink
 from libs.runtime.context import ServiceContext, subscribe
@@ -50,6 +51,9 @@ async def apply(rec: CustomerUpsert, uow: UnitOfWork) -> None:
         await uow.conn.execute("SELECT id FROM gate WHERE id = 1 FOR UPDATE")
     if kind == "broken":
         raise RuntimeError("fails until it is dead-lettered")
+    if kind == "refused":  # the domain says the record does not fit: after a write, which is rolled back
+        await uow.conn.execute("INSERT INTO applied (key, seq) VALUES ($1, $2)", rec.customer_id, -int(seq))
+        raise RecordRefused(ErrorCode.RECORD_CONFLICT, f"record {seq} was applied with other content")
     await uow.conn.execute("INSERT INTO applied (key, seq) VALUES ($1, $2)", rec.customer_id, int(seq))
 
 
@@ -229,3 +233,24 @@ async def test_an_unreadable_record_inside_a_batch_is_dead_lettered_alone(stack,
     assert await until(both_applied, timeout=15, message="both good records applied, in order")
     dead = [r for r in await read_all(stack.bootstrap, f"{topic}.dlt", 1) if r.key == key.encode()]
     assert [dict((k, v.decode()) for k, v in r.headers)["harmon-dlt-class"] for r in dead] == ["invalid_message"]
+
+
+async def test_a_record_the_domain_refuses_goes_to_the_dlt_with_its_code_and_nothing_it_wrote(stack, scratch_dsn,
+                                                                                              service):
+    ctx, topic = service
+    key = f"cus_r{new_id('r').lower()[-6:]}"
+    for name in ("good:1", "refused:2", "good:3"):  # one fetch: the refusal splits the batch, the rest applies
+        await ctx.link.publish(topic, key, envelope(key, name).to_bytes())
+    await ctx.link._producer.flush()
+
+    async def applied() -> bool:
+        got = [r["seq"] for r in await rows(scratch_dsn, f"SELECT seq FROM applied WHERE key = '{key}' ORDER BY id")]
+        assert got == [1, 3][:len(got)], got  # never -2: the refused record's write was rolled back
+        return got == [1, 3]
+    assert await until(applied, timeout=15, message="the good records applied, in order")
+    dead = [r for r in await read_all(stack.bootstrap, f"{topic}.dlt", 1) if r.key == key.encode()]
+    assert len(dead) == 1
+    headers = dict((k, v.decode()) for k, v in dead[0].headers)
+    assert headers["harmon-dlt-class"] == "permanent" and headers["harmon-dlt-code"] == "record_conflict"
+    assert headers["harmon-dlt-reason"] == "record_conflict: record 2 was applied with other content"
+    assert headers["harmon-dlt-attempts"] == "1"  # a refusal is never retried

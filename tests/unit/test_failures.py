@@ -8,6 +8,8 @@ from aiokafka.errors import KafkaConnectionError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
+from libs.contracts.base import RecordRefused
+from libs.contracts.errors import ErrorCode
 from libs.runtime.failures import (BrokerUnavailable, FailureClass, PermanentFailure, classify, failure_code,
                                    sqlstate)
 from libs.runtime.scoping import ScopeError
@@ -43,6 +45,7 @@ def validation_error() -> ValidationError:
     (db_error("42P01"), FailureClass.PERMANENT),          # an undefined table: the same every time
     (validation_error(), FailureClass.PERMANENT),
     (PermanentFailure("record_conflict", "same id, other content"), FailureClass.PERMANENT),
+    (RecordRefused(ErrorCode.OVER_FULFILMENT, "more than was ordered"), FailureClass.PERMANENT),
     (ScopeError("unbound session"), FailureClass.PERMANENT),
     (db_error("40001"), FailureClass.TRANSIENT),          # serialization failure
     (db_error("40P01"), FailureClass.TRANSIENT),          # deadlock
@@ -77,4 +80,5 @@ def test_a_permanent_failure_answers_in_the_catalogue_words():
     assert failure_code(db_error("22021"))[0] == "parameter_invalid"
     assert failure_code(validation_error())[0] == "parameter_invalid"
     assert failure_code(PermanentFailure("record_conflict", "x", "id")) == ("record_conflict", "x", "id")
+    assert failure_code(RecordRefused(ErrorCode.RECORD_CONFLICT, "x", "id")) == ("record_conflict", "x", "id")
     assert failure_code(ScopeError("bug"))[0] == "internal_error"
