@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from .context import ServiceContext
+from .migrations import schema_state
 
 log = logging.getLogger("harmon.health")
 
@@ -22,16 +23,19 @@ class Extra:
 
 
 def readiness_checks(ctx: ServiceContext, head: str | None, extra: Callable[[], Awaitable[Extra]] | None = None, *,
-                     partitions_required: bool = True) -> Callable[[], Awaitable[dict]]:
+                     partitions_required: bool = True,
+                     known: frozenset[str] | None = None) -> Callable[[], Awaitable[dict]]:
     """`extra`: the caller's own check, run after the shared ones; `partitions_required=False`: a consumer with no
-    partitions does not make the service unready (the gateway's customer copy: any instance may hold none)."""
+    partitions does not make the service unready (the gateway's customer copy: any instance may hold none);
+    `known`: this version's revisions, so a schema a newer version migrated counts as usable (rolling deploys)."""
 
     async def check() -> dict:
         result: dict = {}
+        schema_ok = False
         try:
             current = await ctx.db.revision()
             result["database"] = "ok"
-            result["migrations"] = "current" if current == head else f"at {current}, head is {head}"
+            result["migrations"], schema_ok = schema_state(current, head, known)
         except Exception as e:  # readiness reports, it does not raise
             result["database"] = f"unreachable: {type(e).__name__}"
         result["broker"] = "ok" if ctx.link.up else f"{ctx.link.state}: {ctx.link.lost_reason or 'starting'}"
@@ -45,7 +49,7 @@ def readiness_checks(ctx: ServiceContext, head: str | None, extra: Callable[[], 
         result.update(more.fields)
         result["ready"] = (
             result.get("database") == "ok"
-            and result.get("migrations") == "current"
+            and schema_ok
             and ctx.link.up
             and (not partitions_required or (bool(per_consumer) and all(per_consumer))) and not paused
             and not ctx.extras.get("draining", False)
@@ -69,9 +73,9 @@ async def is_quiet(ctx: ServiceContext) -> bool:
 
 
 class HealthServer:
-    def __init__(self, ctx: ServiceContext, head: str | None):
+    def __init__(self, ctx: ServiceContext, head: str | None, known: frozenset[str] | None = None):
         self._ctx = ctx
-        self._check = readiness_checks(ctx, head)
+        self._check = readiness_checks(ctx, head, known=known)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 

@@ -24,6 +24,24 @@ def head_revision(migrations_dir: Path) -> str | None:
     return ScriptDirectory.from_config(alembic_config(migrations_dir)).get_current_head()
 
 
+def known_revisions(migrations_dir: Path) -> frozenset[str]:
+    """Every revision this version ships: a database at one it does not know was migrated by a newer version."""
+    return frozenset(r.revision for r in ScriptDirectory.from_config(alembic_config(migrations_dir)).walk_revisions())
+
+
+def schema_state(current: str | None, head: str | None, known: frozenset[str] | None) -> tuple[str, bool]:
+    """(what readiness says of the database's migrations, whether this version can run on it).
+
+    Migrations only expand (a column added nullable or with a default, a table added), so a version keeps
+    working on a schema a newer one migrated: during a rolling deploy `harmon migrate` runs first and the
+    older instances stay ready beside the newer ones (docs/operations.md). An older schema is not ready."""
+    if current == head:
+        return "current", True
+    if known is not None and current is not None and current not in known:
+        return f"ahead: at {current}, a newer version's (this one's head is {head})", True
+    return f"at {current}, head is {head}", False
+
+
 async def upgrade(migrations_dir: Path, dsn: str) -> None:
     """Apply every migration of one service (alembic's API is synchronous: run it off the loop)."""
     await asyncio.to_thread(command.upgrade, alembic_config(migrations_dir, dsn), "head")

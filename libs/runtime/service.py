@@ -15,7 +15,7 @@ from .database import Database
 from .health import HealthServer
 from .logs import setup_logging
 from .metrics import Metrics
-from .migrations import head_revision
+from .migrations import head_revision, known_revisions
 from .outbox import Outbox
 from .settings import ServiceSettings
 from .subscriptions import open_subscriptions, start_subscriptions, stop_consuming
@@ -51,7 +51,7 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
     ctx = build_context(spec)
     # harmon dev announces a planned restart of its embedded broker (libs/stack/supervisor.py)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, ctx.link.expect_planned_restart)
-    health = HealthServer(ctx, head_revision(spec.migrations_dir))
+    health = HealthServer(ctx, head_revision(spec.migrations_dir), known_revisions(spec.migrations_dir))
     port = await health.start(spec.settings.health_port)
     await ctx.db.start()
     log.info("%s health on 127.0.0.1:%d", spec.name, port)
