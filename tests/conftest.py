@@ -126,12 +126,14 @@ async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
 
 
 @asynccontextmanager
-async def running_stack(prefix: str, failed: Callable[[], object], **options: Any) -> AsyncIterator[Stack]:
+async def running_stack(prefix: str, failed: Callable[[], object], *, every_service_env: dict[str, str] | None = None,
+                        **options: Any) -> AsyncIterator[Stack]:
     """A started Stack (the test env, the embedded PostgreSQL) on a fresh data dir, stopped afterwards; its
     data dir is removed, or kept and reported when `failed()` says the tests failed (its logs are scanned
-    for secrets either way)."""
+    for secrets either way). `every_service_env`: more environment for every service process."""
     data_dir = fresh_data_dir(prefix)
-    stack = Stack(data_dir, extra_env=TEST_ENV, database_url="", **options)
+    extra = {svc: {**TEST_ENV.get(svc, {}), **(every_service_env or {})} for svc in SERVICES}
+    stack = Stack(data_dir, extra_env=extra, database_url="", **options)
     try:
         await stack.start()
         yield stack

@@ -58,6 +58,8 @@ class Envelope(BaseModel):
     reply_to: Token | None = None
     aggregate_id: Token | None = None
     aggregate_version: int | None = None
+    # W3C trace context of the span that sent it (libs/runtime/tracing.py); also sent as the Kafka header
+    traceparent: Token | None = None
     payload: AnyMessage
 
     @model_validator(mode="before")

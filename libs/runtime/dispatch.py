@@ -28,6 +28,7 @@ from .database import Scope, Unscoped
 from .failures import BrokerUnavailable, DependencyDown, FailureClass, PermanentFailure, classify, failure_code
 from .logs import request_id_var
 from .parking import Parking, Record
+from .tracing import consuming, headers_for
 from .unit_of_work import OutgoingMessage, derive
 
 log = logging.getLogger("harmon.dispatch")
@@ -60,7 +61,8 @@ def _reply_row(env: Envelope, reply: Message) -> OutgoingMessage | None:
     if not env.reply_to:
         return None  # e.g. compensation that wants no answer
     out = derive(env, reply, correlation_id=env.correlation_id)
-    return OutgoingMessage(out.message_id, out.tenant_id, out.livemode, env.reply_to, env.correlation_id, out.to_bytes())
+    return OutgoingMessage(out.message_id, out.tenant_id, out.livemode, env.reply_to, env.correlation_id, out.to_bytes(),
+                           out.traceparent)
 
 
 def _claim(env: Envelope) -> inbox.Claim:
@@ -121,23 +123,24 @@ class Dispatcher:
         timings: list[tuple[str, float]] = []
         try:
             async with ctx.db.transaction(_scope(items[0][1])) as tx:
-                for _, env, route in items:
+                for rec, env, route in items:
                     await tx.rescope(_scope(env))
                     uow = ctx.unit_of_work(tx.conn, tx.scope, env, settings=ctx.settings)
                     token = request_id_var.set(env.request_id or "-")
                     started = time.perf_counter()
-                    try:
-                        reply = await route.handler(env.payload, uow)
-                    except Rejection as r:
-                        if not route.query:
-                            raise
-                        # a query wrote nothing: its refusal is its answer, and the batch goes on (had a
-                        # statement of it failed, the transaction is aborted and the bookkeeping fails: redo)
-                        reply = r.failure()
-                    finally:
-                        request_id_var.reset(token)
+                    with consuming(rec.topic, env.type, env.message_id, env.traceparent, env.request_id):
+                        try:
+                            reply = await route.handler(env.payload, uow)
+                        except Rejection as r:
+                            if not route.query:
+                                raise
+                            # a query wrote nothing: its refusal is its answer, and the batch goes on (had a
+                            # statement of it failed, the transaction is aborted and the bookkeeping fails: redo)
+                            reply = r.failure()
+                        finally:
+                            request_id_var.reset(token)
+                        row = _reply_row(env, reply) if reply is not None else None
                     timings.append((env.type, time.perf_counter() - started))
-                    row = _reply_row(env, reply) if reply is not None else None
                     if route.query:  # what a query hands on (e.g. the cart to pricing) goes like an answer
                         answers += uow.outbox.pending + ([row] if row else [])
                         continue
@@ -165,7 +168,7 @@ class Dispatcher:
             await self.ctx.outbox.publish_committed(rows)
         for m in answers:
             try:
-                ack = await self.ctx.link.publish(m.topic, m.key, m.value)
+                ack = await self.ctx.link.publish(m.topic, m.key, m.value, headers_for(m.traceparent))
             except BrokerUnavailable:
                 log.warning("a query's reply was not sent (broker unavailable); the caller times out and retries")
                 continue
@@ -249,7 +252,8 @@ class Dispatcher:
             while True:
                 attempt += 1
                 try:
-                    with ctx.metrics.handler_seconds.labels(type=env.type).time():
+                    with ctx.metrics.handler_seconds.labels(type=env.type).time(), \
+                            consuming(topic, env.type, env.message_id, env.traceparent, env.request_id):
                         await self._run(env, route)
                     ctx.metrics.handled.labels(topic=topic, type=env.type).inc()
                     return None, None, attempt

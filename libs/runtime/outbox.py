@@ -10,6 +10,7 @@ import logging
 from .broker import BrokerLink
 from .database import Database, Unscoped
 from .failures import BrokerUnavailable
+from .tracing import headers_for, traceparent_in
 from .unit_of_work import OutgoingMessage
 
 log = logging.getLogger("harmon.outbox")
@@ -40,7 +41,7 @@ class Outbox:
         broker never confirms is re-sent by the relay. The producer keeps each partition's order.
         """
         try:
-            acks = [await self._link.publish(m.topic, m.key, m.value) for m in messages]
+            acks = [await self._link.publish(m.topic, m.key, m.value, headers_for(m.traceparent)) for m in messages]
         except BrokerUnavailable as e:
             log.warning("publish after commit failed (%s); the relay will send %d message(s)", e, len(messages))
             return
@@ -102,7 +103,7 @@ class Outbox:
                 "SELECT id, topic, key, value FROM outbox WHERE sent_at IS NULL"
                 " AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 200 FOR UPDATE SKIP LOCKED",
                 self._relay_grace_s)
-            acks = [await self._link.publish(r["topic"], r["key"], r["value"]) for r in rows]
+            acks = [await self._link.publish(r["topic"], r["key"], r["value"], _headers(r["value"])) for r in rows]
             await asyncio.gather(*acks)
             if rows:
                 await tx.conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
@@ -133,7 +134,7 @@ class Outbox:
                     last_id, float(self._replay_s))
             if not rows:
                 break
-            acks = [await self._link.publish(r["topic"], r["key"], r["value"]) for r in rows]
+            acks = [await self._link.publish(r["topic"], r["key"], r["value"], _headers(r["value"])) for r in rows]
             await asyncio.gather(*acks)
             sent += len(rows)
             last_id = rows[-1]["id"]
@@ -147,3 +148,8 @@ class Outbox:
                 await self.relay_once()
             except Exception as e:  # a database or broker outage: the rows wait, nothing is lost
                 log.warning("outbox relay failed (%r); retrying in %.1fs", e, self._relay_interval_s)
+
+
+def _headers(value: bytes) -> dict[str, str] | None:
+    """A stored row's headers: its envelope's traceparent, as the publish after commit sent it."""
+    return headers_for(traceparent_in(value))

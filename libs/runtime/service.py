@@ -18,6 +18,7 @@ from .metrics import Metrics
 from .migrations import head_revision, known_revisions
 from .outbox import Outbox
 from .settings import ServiceSettings
+from . import tracing
 from .subscriptions import open_subscriptions, start_subscriptions, stop_consuming
 from .unit_of_work import UnitOfWork
 
@@ -80,6 +81,7 @@ def run(make_spec: Callable[[], ServiceSpec]) -> None:
     """Entry point of `python -m services.<name>`."""
     spec = make_spec()
     setup_logging(spec.name, spec.settings.log_level)
+    tracing.configure(spec.name, spec.settings.instance_id)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -88,4 +90,7 @@ def run(make_spec: Callable[[], ServiceSpec]) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(spec, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        tracing.shutdown()

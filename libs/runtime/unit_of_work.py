@@ -24,6 +24,7 @@ from libs.contracts.envelope import Envelope
 from libs.contracts.topics import TopicSpec
 
 from .database import Scope, Unscoped
+from .tracing import current_traceparent
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class OutgoingMessage:
     topic: str
     key: str | None
     value: bytes
+    traceparent: str | None = None  # also sent as the Kafka header (tracing.py)
 
 
 def derive(incoming: Envelope | None, payload: Message, **fields: Any) -> Envelope:
@@ -43,6 +45,8 @@ def derive(incoming: Envelope | None, payload: Message, **fields: Any) -> Envelo
         base = dict(tenant_id=incoming.tenant_id, livemode=incoming.livemode, request_id=incoming.request_id,
                     correlation_id=incoming.correlation_id, causation_id=incoming.message_id)
     base.update({k: v for k, v in fields.items() if v is not None})
+    if "traceparent" not in base and (traceparent := current_traceparent()):
+        base["traceparent"] = traceparent  # the span that causes it: the handler's
     return Envelope(payload=payload, **base)
 
 
@@ -58,7 +62,8 @@ class Outbox:
         unless given (a saga answering its caller, a sweeper with no incoming message)."""
         env = derive(self._incoming, payload, **fields)
         name = topic.name if isinstance(topic, TopicSpec) else topic
-        self.pending.append(OutgoingMessage(env.message_id, env.tenant_id, env.livemode, name, key, env.to_bytes()))
+        self.pending.append(OutgoingMessage(env.message_id, env.tenant_id, env.livemode, name, key, env.to_bytes(),
+                                            env.traceparent))
         return env
 
     @property

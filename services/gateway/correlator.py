@@ -18,6 +18,7 @@ from libs.contracts.envelope import Envelope
 from libs.contracts.ids import MESSAGE, new_id
 from libs.runtime.consumer import Consumer
 from libs.runtime.failures import BrokerUnavailable
+from libs.runtime import tracing
 from libs.runtime.logs import request_id_var
 from libs.runtime.context import ServiceContext
 from libs.runtime.subscriptions import gap_guard
@@ -72,6 +73,8 @@ class Correlator:
             log.info("reply to %s (%s) came after its request gave up; dropped", env.correlation_id, env.type)
             request_id_var.reset(token)
             return
+        with tracing.consuming(self.reply_topic, env.type, env.message_id, env.traceparent, env.request_id):
+            pass  # the trace's last hop: the reply is back at the gateway that asked
         fut.set_result(env)
 
     async def request(self, topic: str, key: str | None, payload: Message, *, tenant_id: str, livemode: bool,
@@ -81,13 +84,15 @@ class Correlator:
         if not self.ready:
             raise service_unavailable()
         message_id = new_id(MESSAGE)
+        with tracing.producing(topic, payload.type, request_id):
+            traceparent = tracing.current_traceparent()
         env = Envelope(message_id=message_id, correlation_id=message_id, tenant_id=tenant_id, livemode=livemode,
-                       request_id=request_id, reply_to=self.reply_topic, payload=payload)
+                       request_id=request_id, reply_to=self.reply_topic, traceparent=traceparent, payload=payload)
         fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._pending[message_id] = fut
         try:
             async with asyncio.timeout(timeout_s or self.default_timeout_s):
-                await self._ctx.link.publish_and_wait(topic, key, env.to_bytes())
+                await self._ctx.link.publish_and_wait(topic, key, env.to_bytes(), tracing.headers_for(traceparent))
                 reply = await fut
         except TimeoutError:
             log.warning("%s to %s: no reply within %.1fs", payload.type, topic, timeout_s or self.default_timeout_s)

@@ -9,6 +9,7 @@ import sys
 from aiohttp import web
 from pydantic import ValidationError
 
+from libs.runtime import tracing
 from libs.runtime.logs import setup_logging
 
 from .app import create_app
@@ -62,6 +63,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 def main() -> None:
     settings = load_settings()
     setup_logging("gateway", settings.log_level)
+    tracing.configure("gateway", settings.instance_id, http_server=True)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -70,4 +72,7 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        tracing.shutdown()
