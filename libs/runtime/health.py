@@ -109,7 +109,15 @@ def scrape(ctx: ServiceContext | None, metrics: Metrics | None = None) -> bytes:
     m.broker_up.set(1 if ctx is not None and ctx.link.up else 0)
     # every assigned partition's lag from its last fetch's high-watermark: a partition the consumer does not
     # fetch (paused while a dependency is down) or has not handled a record of shows too, not only the last batch's
-    for consumer in ctx.consumers if ctx is not None else ():
+    consumers = ctx.consumers if ctx is not None else []
+    for consumer in consumers:
         for tp, lag in consumer.lag().items():
             m.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+    # a partition handed to another instance in a rebalance is that instance's to report: a stale value left here
+    # would keep a lag alert firing for a partition nobody lags on
+    assigned = {(tp.topic, str(tp.partition)) for consumer in consumers for tp in consumer.assignment()}
+    for family in m.consumer_lag.collect():
+        for s in family.samples:
+            if (s.labels["topic"], s.labels["partition"]) not in assigned:
+                m.consumer_lag.remove(s.labels["topic"], s.labels["partition"])
     return m.render()

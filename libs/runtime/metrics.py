@@ -28,6 +28,7 @@ class Metrics:
     batches_split: Counter
     outbox_unsent: Gauge
     outbox_oldest_unsent_seconds: Gauge
+    service_info: Gauge
     _saga: "SagaMetrics | None" = field(default=None, repr=False)
 
     @classmethod
@@ -63,7 +64,13 @@ class Metrics:
                                 "(sampled every few seconds)", registry=r),
             outbox_oldest_unsent_seconds=Gauge("harmon_outbox_oldest_unsent_seconds", "age of the oldest outbox row "
                                                "not yet confirmed by the broker, 0 when none (sampled)", registry=r),
+            service_info=Gauge("harmon_service_info", "1, labelled with the service this process runs and its "
+                               "instance id (join on the scrape's instance to name a service)",
+                               ["service", "instance_id"], registry=r),
         )
+
+    def identify(self, service: str, instance_id: str) -> None:
+        self.service_info.labels(service=service, instance_id=instance_id).set(1)
 
     def saga(self) -> "SagaMetrics":
         """The saga's metrics, registered by the service that runs one (orders) the first time it asks."""

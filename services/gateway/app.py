@@ -240,6 +240,7 @@ def create_app(settings: Settings) -> web.Application:
         previous_secrets=[s.get_secret_value() for s in settings.previous_signing_secrets],
         tenant_max_lifetime_s=settings.tenant_token_max_lifetime_s)
     app[METRICS] = Metrics.create()
+    app[METRICS].identify("gateway", settings.instance_id)
     app[HTTP_METRICS] = HttpMetrics(app[METRICS])
     app[RATE_LIMITER] = RateLimiter(
         settings.rate_limit_storage,
