@@ -121,6 +121,7 @@ class Dispatcher:
         rows: list[OutgoingMessage] = []
         answers: list[OutgoingMessage] = []  # query replies: published, not queued
         timings: list[tuple[str, float]] = []
+        observations: list = []  # uow.observe: recorded after the commit
         try:
             async with ctx.db.transaction(_scope(items[0][1])) as tx:
                 for rec, env, route in items:
@@ -141,6 +142,7 @@ class Dispatcher:
                             request_id_var.reset(token)
                         row = _reply_row(env, reply) if reply is not None else None
                     timings.append((env.type, time.perf_counter() - started))
+                    observations += uow.observations
                     if route.query:  # what a query hands on (e.g. the cart to pricing) goes like an answer
                         answers += uow.outbox.pending + ([row] if row else [])
                         continue
@@ -161,6 +163,7 @@ class Dispatcher:
             ctx.metrics.handler_seconds.labels(type=kind).observe(seconds)
             ctx.metrics.handled.labels(topic=rec.topic, type=env.type).inc()
         ctx.metrics.batch_size.labels(topic=items[0][0].topic).observe(len(items))
+        record_observations(ctx, observations)
         return True
 
     async def _publish(self, rows: list[OutgoingMessage], answers: list[OutgoingMessage]) -> None:
@@ -204,6 +207,7 @@ class Dispatcher:
         ctx = self.ctx
         rejected: Rejection | None = None
         rows: list[OutgoingMessage] = []
+        uow = None
         try:
             async with ctx.db.transaction(_scope(env)) as tx:
                 if not route.query and await inbox.seen(tx.conn, [env.message_id]):
@@ -222,6 +226,7 @@ class Dispatcher:
             rejected = r
         if rejected is None:
             await self._publish(rows, answers)
+            record_observations(ctx, uow.observations if uow is not None else [])
             return
         row = _reply_row(env, rejected.failure())
         if route.query:
@@ -310,6 +315,16 @@ class Dispatcher:
         await self.ctx.link.publish_and_wait(dlt, rec.key, rec.value, headers)
         self.ctx.metrics.dead_lettered.labels(topic=rec.topic, reason=reason).inc()
         log.error("dead-lettered %s[%s]@%s to %s (%s): %s", rec.topic, rec.partition, rec.offset, dlt, reason, detail[:500])
+
+
+def record_observations(ctx: ServiceContext, observations: list) -> None:
+    """What handlers asked to count (`uow.observe`), now that their transaction committed; a metric never fails
+    the message."""
+    for record in observations:
+        try:
+            record(ctx.metrics)
+        except Exception:
+            log.exception("a metric observation failed")
 
 
 class Stopped(DependencyDown):

@@ -8,6 +8,7 @@ from typing import TypeVar
 from . import inbox
 from .context import ServiceContext
 from .database import Unscoped
+from .dispatch import record_observations
 from .unit_of_work import UnitOfWork
 
 T = TypeVar("T")
@@ -22,4 +23,5 @@ async def run_unscoped(ctx: ServiceContext, scope: Unscoped, job: Callable[[Unit
             await inbox.record(tx.conn, [], rows)
     if rows:
         await ctx.outbox.publish_committed(rows)
+    record_observations(ctx, uow.observations)
     return result

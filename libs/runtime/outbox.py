@@ -11,6 +11,7 @@ from .broker import BrokerLink
 from .database import Database, Unscoped
 from .failures import BrokerUnavailable
 from .tracing import headers_for, traceparent_in
+from .metrics import Metrics
 from .unit_of_work import OutgoingMessage
 
 log = logging.getLogger("harmon.outbox")
@@ -22,8 +23,12 @@ RELAY = Unscoped("outbox relay: sends and marks every tenant's rows by id")
 
 class Outbox:
     def __init__(self, link: BrokerLink, db: Database, *, relay_interval_s: float = 1.0,
-                 relay_grace_s: float = 2.0, replay_s: float = 300.0):
+                 relay_grace_s: float = 2.0, replay_s: float = 300.0, metrics: Metrics | None = None,
+                 sample_interval_s: float = 5.0):
         self._link = link
+        self._metrics = metrics
+        self._sample_interval_s = sample_interval_s
+        self._next_sample = 0.0
         self._replay_s = replay_s
         self._db = db
         self._relay_interval_s = relay_interval_s
@@ -121,6 +126,18 @@ class Outbox:
         async with self._db.transaction(RELAY) as tx:
             return await tx.conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
 
+    async def sample(self) -> None:
+        """The unsent rows' count and the oldest one's age into the metrics: one query on the partial index of
+        unsent rows (a handful normally: rows are marked sent within a second), every few seconds, not per message."""
+        if self._metrics is None:
+            return
+        async with self._db.transaction(RELAY) as tx:
+            row = await tx.conn.fetchrow(
+                "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
+                " FROM outbox WHERE sent_at IS NULL")
+        self._metrics.outbox_unsent.set(row["n"])
+        self._metrics.outbox_oldest_unsent_seconds.set(max(0.0, float(row["age"])))
+
     async def replay_recent(self) -> int:
         """The broker came back without our records: send again, in order, every row sent within the
         replay window (`HARMON_OUTBOX_REPLAY_S`); consumers' inboxes drop what they already had."""
@@ -148,6 +165,13 @@ class Outbox:
                 await self.relay_once()
             except Exception as e:  # a database or broker outage: the rows wait, nothing is lost
                 log.warning("outbox relay failed (%r); retrying in %.1fs", e, self._relay_interval_s)
+            now = asyncio.get_running_loop().time()
+            if now >= self._next_sample:  # also while the broker is down: that is when the age grows
+                self._next_sample = now + self._sample_interval_s
+                try:
+                    await self.sample()
+                except Exception as e:  # the database is down: the relay's warning says so already
+                    log.debug("could not sample the outbox (%r)", e)
 
 
 def _headers(value: bytes) -> dict[str, str] | None:

@@ -39,8 +39,10 @@ def build_context(spec: ServiceSpec) -> ServiceContext:
     s = spec.settings
     db = Database(s.database_url, max_size=s.db_pool_size)
     link = BrokerLink(s, client_id=f"{spec.name}-{s.instance_id}", topics=all_topic_names())
-    outbox = Outbox(link, db, relay_interval_s=s.outbox_relay_interval_s, replay_s=s.outbox_replay_s)
-    ctx = ServiceContext(name=spec.name, settings=s, link=link, db=db, outbox=outbox, metrics=Metrics.create(),
+    metrics = Metrics.create()
+    metrics.identify(spec.name, s.instance_id)
+    outbox = Outbox(link, db, relay_interval_s=s.outbox_relay_interval_s, replay_s=s.outbox_replay_s, metrics=metrics)
+    ctx = ServiceContext(name=spec.name, settings=s, link=link, db=db, outbox=outbox, metrics=metrics,
                          unit_of_work=spec.unit_of_work)
     spec.register(ctx)
     open_subscriptions(ctx)

@@ -38,6 +38,7 @@ def open_subscriptions(ctx: ServiceContext) -> Consumer | None:
     if not ctx.routes:
         return None
     m = ctx.metrics
+    m.expect_dead_letters(list(ctx.routes))
     parking = Parking(ctx.db, max_attempts=ctx.settings.max_attempts,
                       dead_letter=lambda rec, reason, detail, n: dispatcher.dead_letter(rec, reason, detail, attempts=n),
                       on_change=lambda count, age: (m.parked.set(count), m.parked_oldest_seconds.set(age)))

@@ -15,9 +15,10 @@ tenant is in the transaction's scope (database.py), so no repository takes it. U
 the same subclass over in-memory repositories (`conn=None`).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from libs.contracts.base import Message
 from libs.contracts.envelope import Envelope
@@ -25,6 +26,9 @@ from libs.contracts.topics import TopicSpec
 
 from .database import Scope, Unscoped
 from .tracing import current_traceparent
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -81,3 +85,9 @@ class UnitOfWork:
         self.outbox = Outbox(incoming)
         self.now = now or datetime.now(UTC)  # one clock reading per message
         self.settings = settings  # the service's settings (rates, timeouts a rule needs)
+        self.observations: list[Callable[["Metrics"], None]] = []
+
+    def observe(self, record: Callable[["Metrics"], None]) -> None:
+        """`record(metrics)` runs once this unit's transaction has committed, so an attempt rolled back (a batch
+        handled again one by one, a quick retry) counts nothing. In memory only: no statement."""
+        self.observations.append(record)

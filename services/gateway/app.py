@@ -136,7 +136,8 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     app[LISTENER] = Listener(app[CACHE], settings.database_url, listener_name(settings.instance_id))
     await app[LISTENER].start()  # until it listens, every lookup reads PostgreSQL
     app[GATEWAY_DB] = Database(settings.database_url, max_size=settings.db_pool_size)
-    app[IDEMPOTENCY_STORE] = IdempotencyStore(app[GATEWAY_DB], settings.idempotency_lease_s, settings.instance_id)
+    app[IDEMPOTENCY_STORE] = IdempotencyStore(app[GATEWAY_DB], settings.idempotency_lease_s, settings.instance_id,
+                                              app[METRICS].registry)
     try:
         released = await app[IDEMPOTENCY_STORE].release_leases_of_previous_run()
         if released:
@@ -239,6 +240,7 @@ def create_app(settings: Settings) -> web.Application:
         previous_secrets=[s.get_secret_value() for s in settings.previous_signing_secrets],
         tenant_max_lifetime_s=settings.tenant_token_max_lifetime_s)
     app[METRICS] = Metrics.create()
+    app[METRICS].identify("gateway", settings.instance_id)
     app[HTTP_METRICS] = HttpMetrics(app[METRICS])
     app[RATE_LIMITER] = RateLimiter(
         settings.rate_limit_storage,

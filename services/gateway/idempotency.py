@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
 
 from libs.contracts.ids import new_id
 from libs.runtime.database import Database, Scope, Unscoped
@@ -65,8 +66,11 @@ class IdempotencyStore:
     On plain asyncpg, each call one short transaction scoped to the caller's tenant and mode by row-level
     security (libs/runtime/database.py): the SQL names the key only."""
 
-    def __init__(self, db: Database, lease_s: float, holder: str):
+    def __init__(self, db: Database, lease_s: float, holder: str, registry: CollectorRegistry | None = None):
         self._db = db
+        # requests of this gateway executing under a lease it took (claim → finish or release)
+        self.leases_in_flight = Gauge("harmon_idempotency_leases_in_flight", "idempotency-key leases this gateway "
+                                      "holds for requests executing now", registry=registry)
         self._lease_s = float(lease_s)
         self._holder = holder
 
@@ -176,7 +180,8 @@ def idempotency_middleware() -> web.middleware:
         if claim.minted_id:
             request[MINTED_ID] = claim.minted_id
         try:
-            response = await handler(request)
+            with store.leases_in_flight.track_inprogress():
+                response = await handler(request)
         except ApiError as e:
             response = e.response(request_id_var.get())
         except Exception:

@@ -26,6 +26,7 @@ SAGA_REPLIES = (p.CheckoutPriced, cr.CreditReserved, cr.CreditRejected, Failure,
 
 SWEEP = Unscoped("sweeper: overdue checkouts of every tenant and mode")
 RESUME = Unscoped("restart: unfinished checkouts of every tenant and mode")
+IN_FLIGHT_EVERY_S = 5.0  # the sagas-in-flight gauge: one count on the active-checkouts index this often
 
 def register(ctx: ServiceContext) -> None:
     subscribe(ctx, topics.ORDERS_COMMANDS, {o.PlaceOrder: handlers.place_order},
@@ -42,6 +43,12 @@ async def expire_overdue(ctx: ServiceContext, batch: int = 100) -> int:
         total += found
         if found < batch:
             return total
+
+
+async def count_in_flight(ctx: ServiceContext) -> int:
+    """Sagas in flight, for the gauge (libs/runtime/metrics.py): the active checkouts' partial index answers it."""
+    async with ctx.db.transaction(SWEEP) as tx:
+        return await tx.conn.fetchval("SELECT count(*) FROM checkouts WHERE state IN ('freezing', 'pricing', 'reserving')")
 
 
 async def resume_checkouts(ctx: ServiceContext, batch: int = 100) -> int:
@@ -68,10 +75,14 @@ async def watch_deadlines(ctx: ServiceContext) -> None:
                     "could not resume unfinished checkouts (%s: %s); retrying", type(e).__name__, e)
             await asyncio.sleep(1.0)
     failing = False
+    sampled = 0.0
     while True:
         await asyncio.sleep(ctx.settings.sweep_interval_s)
         try:
             await expire_overdue(ctx)
+            if (now := asyncio.get_running_loop().time()) >= sampled + IN_FLIGHT_EVERY_S:
+                sampled = now
+                ctx.metrics.saga().in_flight.set(await count_in_flight(ctx))
             if failing:
                 log.warning("deadline sweep works again")
             failing = False

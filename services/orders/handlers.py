@@ -56,6 +56,13 @@ async def _apply(uow: OrdersUnitOfWork, co: Checkout, step: Step, scope: Scope |
         await uow.checkouts.save(step.state, uow.now)
     _send(uow, step.state or co, step, scope)
     _answer(uow, step.state or co, step, scope)
+    _observe_end(uow, step)
+
+
+def _observe_end(uow: OrdersUnitOfWork, step: Step) -> None:
+    """A saga that ended (confirmed or compensated) counts in harmon_sagas_ended once its transaction commits."""
+    if step.changed and step.state is not None and not step.state.state.active:
+        uow.observe(lambda m, outcome=step.state.state.value: m.saga().ended(outcome))
 
 
 # ---- PlaceOrder and the saga's replies -----------------------------------------------------------------
@@ -110,6 +117,7 @@ async def expire_overdue(uow: OrdersUnitOfWork, limit: int = 100) -> int:
                         co.state.value, co.state.waits_for, co.attempt)
         _send(uow, co, step, scope)
         _answer(uow, co, step, scope)
+        _observe_end(uow, step)
     return len(found)
 
 

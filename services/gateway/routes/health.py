@@ -8,7 +8,7 @@ assigned, no request waiting for a reply or past the hold. Its customer copy's c
 
 from aiohttp import web
 
-from libs.runtime.health import Extra, readiness_checks
+from libs.runtime.health import Extra, readiness_checks, scrape
 
 from ..correlator import CORRELATOR
 from ..hold import HOLD
@@ -43,9 +43,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    ctx = request.app.get(SERVICE)
-    request.app[METRICS].broker_up.set(1 if ctx is not None and ctx.link.up else 0)
-    return web.Response(body=request.app[METRICS].render(), content_type="text/plain")
+    return web.Response(body=scrape(request.app.get(SERVICE), request.app[METRICS]), content_type="text/plain")
 
 
 def add_routes(app: web.Application) -> None:
