@@ -14,9 +14,11 @@ from aiohttp.test_utils import make_mocked_request
 from libs.contracts import topics
 from libs.contracts.base import Failure, Message
 from libs.contracts.credit import GetCreditAccount
+from libs.contracts.fields import OrderNumber, accepts
 from libs.contracts.invoices import GetInvoice, InvoiceList, ListInvoices
 from libs.contracts.orders import CancelOrder, ListOrders, OrderList, PlaceOrder
 from services.gateway import schemas
+from services.gateway.admin import check_order_prefix, default_order_prefix
 from services.gateway.app import create_app
 from services.gateway.config import SETTINGS, Settings
 from services.gateway.correlator import CORRELATOR
@@ -215,3 +217,19 @@ async def test_over_credit_limit_names_the_invoice_to_pay():
         {"id": INVOICE, "invoice_number": "ACME-INV-000017", "amount_due": 15_180, "due_at": "2025-04-14T15:09:26Z",
          "overdue": False}]}
     assert e["credit"]["shortfall"] == 12_220
+
+
+# --- the tenant's order prefix (harmon tenants create --order-prefix; migration 0009 backfills the same) ---------
+
+@pytest.mark.parametrize("name, prefix", [("Island Grocers Ltd", "ISLAND"), ("J&B 4 U", "JB4U"), ("acme", "ACME"),
+                                          ("Épicerie", "PICERI"), ("—", "ORD"), ("  ", "ORD"), ("123456789", "123456")])
+def test_the_default_prefix_is_the_names_first_six_letters_and_digits(name, prefix):
+    assert default_order_prefix(name) == prefix
+    assert accepts(OrderNumber, f"{prefix}-000001")  # every default makes valid order numbers
+
+
+def test_a_given_prefix_is_upper_cased_and_checked():
+    assert check_order_prefix(" acme9 ") == "ACME9"
+    for bad in ("ACME-1", "X" * 13, "", "ÀB"):
+        with pytest.raises(ValueError, match="an order prefix is 1 to 12 letters or digits"):
+            check_order_prefix(bad)
