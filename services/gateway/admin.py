@@ -6,6 +6,7 @@ revoked key to rotate) raises ValueError. Messages name keys by prefix and last 
 """
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.contracts.fields import OrderPrefix, accepts
 from libs.contracts.ids import API_KEY, TENANT, TENANT_SIGNING_KEY, new_id
 from libs.runtime.scoping import unscoped_session
 
@@ -77,14 +79,34 @@ def _rate(text: str | None) -> str | None:
     return None if text is None or text.strip().lower() in ("", "default") else check_rate(text)
 
 
+DEFAULT_ORDER_PREFIX = "ORD"  # orders' own, for a name without letters or digits
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]+")
+
+
+def default_order_prefix(name: str) -> str:
+    """The name's ASCII letters and digits, upper case, the first six ("Island Grocers Ltd" → ISLAND); "ORD" if
+    none. Migration 0009 gave existing tenants the same."""
+    return _NOT_ALNUM.sub("", name).upper()[:6] or DEFAULT_ORDER_PREFIX
+
+
+def check_order_prefix(prefix: str) -> str:
+    """An order-number prefix as stored: upper case, 1 to 12 letters or digits (libs.contracts.fields.OrderPrefix)."""
+    value = prefix.strip().upper()
+    if not accepts(OrderPrefix, value):
+        raise ValueError(f"an order prefix is 1 to 12 letters or digits (e.g. ACME), not {prefix[:40]!r}")
+    return value
+
+
 async def create_tenant(session: AsyncSession, name: str, *, rate_limit: str | None = None,
-                        mint_rate_limit: str | None = None) -> Tenant:
-    """A new tenant; `rate_limit` / `mint_rate_limit` (e.g. `500/second`) replace the deployment's per-key limits."""
+                        mint_rate_limit: str | None = None, order_prefix: str | None = None) -> Tenant:
+    """A new tenant; `rate_limit` / `mint_rate_limit` (e.g. `500/second`) replace the deployment's per-key limits;
+    `order_prefix` starts its order numbers (default: derived from the name, `default_order_prefix`)."""
     name = name.strip()
     if not name or len(name) > MAX_NAME_CHARS:
         raise ValueError(f"a tenant's name is 1 to {MAX_NAME_CHARS} characters")
+    prefix = check_order_prefix(order_prefix) if order_prefix is not None else default_order_prefix(name)
     tenant = Tenant(id=new_id(TENANT), name=name, created_at=datetime.now(UTC), rate_limit=_rate(rate_limit),
-                    mint_rate_limit=_rate(mint_rate_limit))
+                    mint_rate_limit=_rate(mint_rate_limit), order_prefix=prefix)
     session.add(tenant)
     await session.commit()
     return tenant

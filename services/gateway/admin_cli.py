@@ -138,7 +138,8 @@ async def run_admin(args: argparse.Namespace) -> int:
 
 def _tenant_json(tenant: Any) -> dict[str, Any]:
     return {"id": tenant.id, "name": tenant.name, "created": _when(tenant.created_at),
-            "rate_limit": tenant.rate_limit, "mint_rate_limit": tenant.mint_rate_limit}
+            "rate_limit": tenant.rate_limit, "mint_rate_limit": tenant.mint_rate_limit,
+            "order_prefix": tenant.order_prefix}
 
 
 def _key_json(issued: Any) -> dict[str, Any]:
@@ -152,7 +153,7 @@ async def tenants_create(args: argparse.Namespace) -> int:
     livemode = args.mode == "live"
     async with gateway_session(args) as session:
         tenant = await admin.create_tenant(session, args.name, rate_limit=args.rate_limit,
-                                           mint_rate_limit=args.mint_rate_limit)
+                                           mint_rate_limit=args.mint_rate_limit, order_prefix=args.order_prefix)
         keys = [await admin.create_api_key(session, tenant.id, livemode, kind)
                 for kind in ((admin.KIND_SECRET, admin.KIND_PUBLISHABLE) if args.with_keys else ())]
     if args.json:
@@ -161,7 +162,8 @@ async def tenants_create(args: argparse.Namespace) -> int:
         print(tenant.id, flush=True)
         for issued in keys:
             _announce_key(issued, "created key")
-    print(f"created tenant {tenant.id} ({tenant.name})" + ("" if keys else
+    print(f"created tenant {tenant.id} ({tenant.name}, order numbers {tenant.order_prefix}-000001 on)"
+          + ("" if keys else
           f"; next: harmon keys create --tenant {tenant.id}"), file=sys.stderr)
     return 0
 
@@ -190,11 +192,10 @@ async def tenants_list(args: argparse.Namespace) -> int:
     async with gateway_session(args) as session:
         tenants = await admin.list_tenants(session)
     _print_rows(args.json,
-                [{"id": t.id, "name": t.name, "created": _when(t.created_at), "rate_limit": t.rate_limit,
-                  "mint_rate_limit": t.mint_rate_limit} for t in tenants],
-                ("ID", "NAME", "CREATED", "RATE_LIMIT", "MINT_RATE_LIMIT"),
-                [(t.id, t.name, _when(t.created_at), _limit_cell(t.rate_limit), _limit_cell(t.mint_rate_limit))
-                 for t in tenants])
+                [_tenant_json(t) for t in tenants],
+                ("ID", "NAME", "CREATED", "RATE_LIMIT", "MINT_RATE_LIMIT", "ORDER_PREFIX"),
+                [(t.id, t.name, _when(t.created_at), _limit_cell(t.rate_limit), _limit_cell(t.mint_rate_limit),
+                  t.order_prefix or admin.DEFAULT_ORDER_PREFIX) for t in tenants])
     return 0
 
 
@@ -291,6 +292,9 @@ def add_admin_parsers(commands: Any) -> None:
     create = tenant_actions.add_parser("create", help="a new tenant; prints its id")
     create.add_argument("name", metavar="NAME", help="the distributor's name")
     _add_rate_options(create)
+    create.add_argument("--order-prefix", metavar="PREFIX",
+                        help="starts its order numbers, PREFIX-000001 (1 to 12 letters or digits); default: the "
+                             "name's first six letters and digits, upper case (ORD if it has none)")
     create.add_argument("--with-keys", action="store_true",
                         help="also create its first secret and publishable key (of --mode), printed once")
     create.add_argument("--mode", choices=("test", "live"), default="test", help="of --with-keys' keys; default: test")
@@ -301,7 +305,7 @@ def add_admin_parsers(commands: Any) -> None:
     _add_rate_options(update)
     update.add_argument("--json", action="store_true", help="the tenant as JSON, with its limits before the change")
     update.set_defaults(admin=tenants_update)
-    listing = tenant_actions.add_parser("list", help="every tenant: id, name, created, rate limits")
+    listing = tenant_actions.add_parser("list", help="every tenant: id, name, created, rate limits, order prefix")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     listing.set_defaults(admin=tenants_list)
 

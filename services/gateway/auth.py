@@ -91,20 +91,22 @@ class KeyRecord:
     expires_at: datetime | None
     rate_limit: str | None
     mint_rate_limit: str | None
+    order_prefix: str | None = None
 
 
 async def find_key(session: AsyncSession, key_hash: str) -> KeyRecord | None:
-    # the tenant's rate limits in the same query: no second round trip per request
-    by_hash = (sa.select(ApiKey, Tenant.rate_limit, Tenant.mint_rate_limit)
+    # the tenant's rate limits and order prefix in the same query: no second round trip per request
+    by_hash = (sa.select(ApiKey, Tenant.rate_limit, Tenant.mint_rate_limit, Tenant.order_prefix)
                .join(Tenant, Tenant.id == ApiKey.tenant_id)
                .where(ApiKey.key_hash == key_hash))
     found = (await session.execute(unscoped(by_hash, "authentication: the key decides the tenant"))).one_or_none()
     if found is None:
         return None
-    row, rate_limit, mint_rate_limit = found
+    row, rate_limit, mint_rate_limit, order_prefix = found
     return KeyRecord(id=row.id, tenant_id=row.tenant_id, livemode=row.livemode, kind=row.kind, prefix=row.prefix,
                      last4=row.last4, scopes=tuple(row.scopes) if row.scopes else None, revoked_at=row.revoked_at,
-                     expires_at=row.expires_at, rate_limit=rate_limit, mint_rate_limit=mint_rate_limit)
+                     expires_at=row.expires_at, rate_limit=rate_limit, mint_rate_limit=mint_rate_limit,
+                     order_prefix=order_prefix)
 
 
 async def authenticate_key(session: AsyncSession, authorization: str | None, cache: Cache | None = None) -> Caller:
@@ -131,7 +133,8 @@ async def authenticate_key(session: AsyncSession, authorization: str | None, cac
                        f"{row.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}; "
                        "use the key that replaced it")
     return Caller(tenant_id=row.tenant_id, livemode=row.livemode, kind=row.kind, key_id=row.id, hint=hint,
-                  scopes=row.scopes, rate_limit=row.rate_limit, mint_rate_limit=row.mint_rate_limit)
+                  scopes=row.scopes, rate_limit=row.rate_limit, mint_rate_limit=row.mint_rate_limit,
+                  order_prefix=row.order_prefix)
 
 
 async def active_customer(session: AsyncSession, caller: Caller, customer_id: str, cache: Cache | None = None) -> bool:

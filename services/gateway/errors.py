@@ -99,6 +99,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "cart_frozen": (409, INVALID_REQUEST),
     "cart_checked_out": (409, INVALID_REQUEST),
     "cart_version_conflict": (409, INVALID_REQUEST),
+    "order_not_cancellable": (409, INVALID_REQUEST),  # with the order's `status`
     "sku_unknown": (400, INVALID_REQUEST),
     "uom_unknown": (400, INVALID_REQUEST),
     "quantity_invalid": (400, INVALID_REQUEST),
@@ -117,8 +118,16 @@ def from_failure(failure: Failure) -> ApiError:
         log.error("service answered with a code outside the catalogue: %s (%s)", failure.code, failure.message)
         return internal_error()
     status, type_ = entry
-    extra = {"order_id": failure.order_id} if failure.code == "cart_checked_out" else None
-    return ApiError(status, type_, failure.code, failure.message, failure.param, extra=extra)
+    return ApiError(status, type_, failure.code, failure.message, failure.param, extra=failure_extra(failure))
+
+
+def failure_extra(failure: Failure) -> dict[str, Any] | None:
+    """What a code carries beside its message, inside the error object (docs/api.md, "Errors")."""
+    if failure.code == "cart_checked_out":
+        return {"order_id": failure.order_id}
+    if failure.code == "order_not_cancellable":
+        return {"status": failure.status}
+    return None
 
 
 # aiohttp's own refusals (no route, wrong method, body over client_max_size) in the catalogue's words

@@ -4,12 +4,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from libs.contracts.cart import CartLine, CartView
-from libs.contracts.orders import OrderLine, OrderView
+from libs.contracts.credit import CreditAccountView
+from libs.contracts.invoices import InvoiceLine, InvoiceView
+from libs.contracts.orders import FulfilmentView, OpenInvoice, OrderLine, OrderView
 from libs.contracts.pricing import LinesPriced, ProductView
 
 
 def timestamp(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def maybe_timestamp(dt: datetime | None) -> str | None:
+    return None if dt is None else timestamp(dt)
 
 
 def cart_line(line: CartLine) -> dict[str, Any]:
@@ -63,17 +69,68 @@ def order_line(line: OrderLine) -> dict[str, Any]:
         "order_quantity": line.order_quantity, "factor": line.factor, "base_uom": line.base_uom,
         "quantity": line.base_quantity, "unit_price": line.unit_price, "price_source": line.price_source,
         "subtotal": line.subtotal, "tax_category": str(line.tax_category), "tax_rate_bp": line.tax_rate_bp,
-        "tax": line.tax, "total": line.total,
+        "tax": line.tax, "total": line.total, "quantity_fulfilled": line.quantity_fulfilled,
+    }
+
+
+def fulfilment(f: FulfilmentView) -> dict[str, Any]:
+    return {
+        "id": f.fulfilment_id, "object": "fulfilment",
+        "lines": [{"line_id": x.line_id, "quantity": x.quantity} for x in f.lines],
+        "shipped_at": timestamp(f.shipped_at), "carrier": f.carrier, "tracking_number": f.tracking_number,
+        "delivered_at": maybe_timestamp(f.delivered_at), "invoice": f.invoice_id,
     }
 
 
 def order(view: OrderView, livemode: bool) -> dict[str, Any]:
+    # reservation_id stays inside: the credit hold is the services' business, not the shopper's
     return {
-        "id": view.order_id, "object": "order", "livemode": livemode, "cart_id": view.cart_id,
-        "customer_id": view.customer_id, "bill_to_id": view.bill_to_id, "channel": view.channel,
-        "status": view.status, "terms": view.terms, "currency": view.currency, "subtotal": view.subtotal,
-        "tax": view.tax, "total": view.total, "notes": view.notes, "po_number": view.po_number,
-        "lines": [order_line(x) for x in view.lines], "created_at": timestamp(view.created_at),
+        "id": view.order_id, "object": "order", "livemode": livemode, "order_number": view.order_number,
+        "cart_id": view.cart_id, "customer_id": view.customer_id, "bill_to_id": view.bill_to_id,
+        "channel": view.channel, "status": view.status, "terms": view.terms, "currency": view.currency,
+        "subtotal": view.subtotal, "tax": view.tax, "total": view.total, "notes": view.notes,
+        "po_number": view.po_number, "lines": [order_line(x) for x in view.lines],
+        "status_transitions": [{"status": t.status, "at": timestamp(t.at)} for t in view.status_transitions],
+        "fulfilments": [fulfilment(f) for f in view.fulfilments],
+        "cancellation_reason": view.cancellation_reason, "cancelled_by": view.cancelled_by,
+        "created_at": timestamp(view.created_at),
+    }
+
+
+def invoice_line(line: InvoiceLine) -> dict[str, Any]:
+    return {
+        "object": "invoice_line", "order_line": line.line_id, "sku": line.sku, "base_uom": line.base_uom,
+        "quantity": line.quantity, "unit_price": line.unit_price, "subtotal": line.subtotal,
+        "tax_category": str(line.tax_category), "tax_rate_bp": line.tax_rate_bp, "tax": line.tax,
+        "total": line.total,
+    }
+
+
+def invoice(view: InvoiceView, livemode: bool) -> dict[str, Any]:
+    return {
+        "id": view.invoice_id, "object": "invoice", "livemode": livemode, "invoice_number": view.invoice_number,
+        "order": view.order_id, "order_number": view.order_number, "customer": view.customer_id,
+        "bill_to": view.bill_to_id, "fulfilment": view.fulfilment_id, "status": view.status, "terms": view.terms,
+        "currency": view.currency, "subtotal": view.subtotal, "tax": view.tax, "total": view.total,
+        "amount_paid": view.amount_paid, "amount_due": view.amount_due, "overdue": view.overdue,
+        "lines": [invoice_line(x) for x in view.lines], "issued_at": timestamp(view.issued_at),
+        "due_at": maybe_timestamp(view.due_at), "paid_at": maybe_timestamp(view.paid_at),
+        "voided_at": maybe_timestamp(view.voided_at),
+    }
+
+
+def open_invoice(inv: OpenInvoice) -> dict[str, Any]:
+    """An unpaid invoice as credit knows it: what paying it would free (GET /v1/credit, the 402's remedies)."""
+    return {"id": inv.invoice_id, "invoice_number": inv.invoice_number, "amount_due": inv.amount_due,
+            "due_at": maybe_timestamp(inv.due_at), "overdue": inv.overdue}
+
+
+def credit_account(view: CreditAccountView, livemode: bool) -> dict[str, Any]:
+    return {
+        "object": "credit_account", "livemode": livemode, "customer_id": view.customer_id,
+        "bill_to_id": view.bill_to_id, "terms": view.terms, "currency": view.currency, "limit": view.limit,
+        "exposure": view.exposure, "available": view.available, "unapplied": view.unapplied,
+        "open_invoices": [open_invoice(x) for x in view.open_invoices],
     }
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from libs.contracts.cart import MAX_BASE_QUANTITY
-from libs.contracts.fields import MAX_AMOUNT, CartId, CartLineId, OrderId, Sku
+from libs.contracts.fields import MAX_AMOUNT, CartId, CartLineId, InvoiceId, OrderId, Sku
 
 from . import objects, schemas
 from .errors import (API_ERROR, AUTHENTICATION, IDEMPOTENCY, INVALID_REQUEST, PERMISSION, RATE_LIMIT, RETRY_AFTER_S,
@@ -27,7 +27,8 @@ from .idempotency import KEY_HEADER, MAX_KEY_CHARS, validate_key
 from .routes import expected_version, parse_body
 from .routes.carts import AddLineBody, ChangeLineBody
 from .routes.checkout import CheckoutBody, over_credit_limit
-from .routes.orders import OrdersQuery
+from .routes.invoices import InvoicesQuery
+from .routes.orders import CancelBody, OrdersQuery
 from .routes.products import ListQuery
 from .routes.shopper_tokens import ShopperTokenBody
 from .state import KIND_PUBLISHABLE, REPLAYED_HEADER, SHOPPER_HEADER, Endpoint
@@ -73,6 +74,8 @@ ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "cart_version_conflict": (409, INVALID_REQUEST, "version", "the cart is at version 4, not 3"),
     "cart_checked_out": (409, INVALID_REQUEST, "cart_id", "this cart was checked out"),
     "cart_frozen": (409, INVALID_REQUEST, "cart_id", "this cart is being checked out; try again shortly"),
+    "order_not_cancellable": (409, INVALID_REQUEST, "order_id", "the order is partially_fulfilled: only a confirmed "
+                                                                "order with nothing shipped can be cancelled"),
     "idempotency_key_mismatch": (409, IDEMPOTENCY, KEY_HEADER, "this Idempotency-Key was used with a different "
                                                                "request; use a new key"),
     "idempotency_key_in_use": (409, IDEMPOTENCY, KEY_HEADER, "a request with this Idempotency-Key is in progress; "
@@ -161,14 +164,43 @@ OPERATIONS: dict[str, Operation] = {
         "List orders", 200, schemas.OrderList,
         lambda: objects.listing("/v1/orders", [objects.order(schemas.EXAMPLE_ORDER, False)], False),
         description="The token's customer's orders, newest first; page with `limit` and `starting_after`."),
-    "get_order": Operation("Read an order", 200, schemas.Order, lambda: objects.order(schemas.EXAMPLE_ORDER, False),
-                           errors=("resource_missing",), description="Only the token's customer's orders are found."),
+    "get_order": Operation(
+        "Read an order", 200, schemas.Order, lambda: objects.order(schemas.EXAMPLE_FULFILLED_ORDER, False),
+        errors=("resource_missing",),
+        description="Only the token's customer's orders are found. `status_transitions` tells when it took each "
+                    "status; `fulfilments` are the ERP's shipments, each with the invoice it issued."),
+    "cancel_order": Operation(
+        "Cancel an order", 200, schemas.Order, lambda: objects.order(schemas.EXAMPLE_CANCELLED_ORDER, False),
+        errors=("resource_missing", "order_not_cancellable"),
+        description="The shopper cancels a confirmed order before anything shipped: it becomes `cancelled` "
+                    "(`cancelled_by` customer) and its credit is released. Once anything was fulfilled it is 409 "
+                    "**order_not_cancellable** with the order's `status`. Cancelling a cancelled order answers it "
+                    "again."),
+    "list_invoices": Operation(
+        "List invoices", 200, schemas.InvoiceList,
+        lambda: objects.listing("/v1/invoices", [objects.invoice(schemas.EXAMPLE_INVOICE, False)], False),
+        description="The invoices of the token's customer's own orders (for a buyer under a bill-to parent: of "
+                    "its own orders), newest first; page with `limit` and `starting_after`, filter by `status` "
+                    "and `order_id`."),
+    "get_invoice": Operation(
+        "Read an invoice", 200, schemas.Invoice, lambda: objects.invoice(schemas.EXAMPLE_PAID_INVOICE, False),
+        errors=("resource_missing",),
+        description="Only the invoices of the token's customer's orders are found. A fulfilment issues one "
+                    "invoice for what it shipped; `due_at` is `issued_at` + the net days, or (cod) the delivery's "
+                    "time once it is recorded."),
+    "get_credit": Operation(
+        "Read the customer's credit", 200, schemas.CreditAccount,
+        lambda: objects.credit_account(schemas.EXAMPLE_CREDIT_ACCOUNT, False), errors=("resource_missing",),
+        description="The limit, exposure and available credit of the token's customer's bill-to account, its "
+                    "unapplied credit (overpayments, used by the next invoices) and its open invoices, oldest due "
+                    "first: paying them frees credit."),
 }
 
 PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {  # name → (schema of its libs.contracts.fields kind, example)
     "cart_id": (TypeAdapter(CartId).json_schema(), schemas.EXAMPLE_CART.cart_id),
     "line_id": (TypeAdapter(CartLineId).json_schema(), schemas.EXAMPLE_CART.lines[0].line_id),
     "order_id": (TypeAdapter(OrderId).json_schema(), schemas.EXAMPLE_ORDER.order_id),
+    "invoice_id": (TypeAdapter(InvoiceId).json_schema(), schemas.EXAMPLE_INVOICE.invoice_id),
     "sku": (TypeAdapter(Sku).json_schema(), schemas.EXAMPLE_PRODUCT.sku),
 }
 
@@ -181,14 +213,20 @@ REQUEST_EXAMPLES: dict[type[BaseModel], dict[str, dict[str, Any]]] = {
     },
     ChangeLineBody: {"in base units": {"quantity": 24}, "in the line's unit": {"order_quantity": 2}},
     ListQuery: {"the next page": {"limit": 20, "starting_after": "MILK-UHT-1L"}},
-    OrdersQuery: {"the next page": {"limit": 10, "starting_after": schemas.EXAMPLE_ORDER.order_id}},
+    OrdersQuery: {"the next page": {"limit": 10, "starting_after": schemas.EXAMPLE_ORDER.order_id},
+                  "by order number": {"order_number": "ACME-000042"}},
+    InvoicesQuery: {"open invoices": {"status": "open", "limit": 10},
+                    "of one order": {"order_id": schemas.EXAMPLE_ORDER.order_id},
+                    "the next page": {"limit": 10, "starting_after": schemas.EXAMPLE_INVOICE.invoice_id}},
+    CancelBody: {"with a reason": {"reason": "ordered twice"}, "without": {}},
     CheckoutBody: {"with a PO number": {"cart_id": schemas.EXAMPLE_CART.cart_id, "po_number": "PO-1001",
                                         "notes": "Deliver to the back door"}},
 }
 EMPTY_BODY_EXAMPLE = {"no parameters": {}}
 
-RESPONSE_MODELS = (schemas.ShopperToken, schemas.ProductList, schemas.OrderList, schemas.Product, schemas.Cart, schemas.PricedCart,
-                   schemas.Order, schemas.ErrorResponse, schemas.OverCreditLimit)
+RESPONSE_MODELS = (schemas.ShopperToken, schemas.ProductList, schemas.OrderList, schemas.Product, schemas.Cart,
+                   schemas.PricedCart, schemas.Order, schemas.InvoiceList, schemas.Invoice, schemas.CreditAccount,
+                   schemas.ErrorResponse, schemas.OverCreditLimit)
 
 HEADERS = {
     "RequestId": {"description": "this answer's id, also in the error object and the logs (a client's sane "
@@ -236,7 +274,8 @@ def catalogue_error(code: str) -> ApiError:
     if code == "over_credit_limit":
         return over_credit_limit(schemas.EXAMPLE_OVER_CREDIT_LIMIT)
     status, type_, param, message = ERRORS[code]
-    extra = {"order_id": schemas.EXAMPLE_ORDER.order_id} if code == "cart_checked_out" else None
+    extra = {"cart_checked_out": {"order_id": schemas.EXAMPLE_ORDER.order_id},
+             "order_not_cancellable": {"status": "partially_fulfilled"}}.get(code)
     headers = {"rate_limited": {"Retry-After": "1"},
                "service_unavailable": {"Retry-After": str(RETRY_AFTER_S)}}.get(code)
     return ApiError(status, type_, code, message, param, extra=extra, headers=headers)
@@ -350,7 +389,9 @@ def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     schema = model.model_json_schema()
     required = set(schema.get("required", ()))
-    example = next(iter(REQUEST_EXAMPLES.get(model, {None: {}}).values()))
+    example: dict[str, Any] = {}  # each parameter's value in the first example that gives it
+    for given in REQUEST_EXAMPLES.get(model, {}).values():
+        example = {**given, **example}
     return [{"name": name, "in": "query", "required": name in required, "schema": _non_null(prop),
              **({"example": example[name]} if name in example else {})}
             for name, prop in schema["properties"].items()]
@@ -392,12 +433,13 @@ mode's object, then 409/402).
 `Access-Control-Allow-Origin`. Secret keys belong on your server.
 
 **Money** is integer minor units (cents) beside an ISO `currency`; times are ISO-8601 UTC; ids carry a prefix
-(`cart_`, `cli_`, `ord_`, `cus_`, `req_`).
+(`cart_`, `cli_`, `ord_`, `inv_`, `cus_`, `req_`).
 
 **Idempotency.** Every POST accepts `{KEY_HEADER}`; the first final answer is stored and replayed with
 `{REPLAYED_HEADER}: true`. Retrying after a 5xx or a 504 with the same key is safe.
 
-**over_credit_limit** is a state, not a crash: checkout answers 402 with the credit figures and the shortfall,
+**over_credit_limit** is a state, not a crash: checkout answers 402 with the credit figures, the shortfall and
+`remedies` (the largest order total that fits, and the open invoices whose payment would cover the shortfall),
 and the cart stays intact.
 
 **Errors** have one shape, `{{"error": {{"type", "code", "message", "param", "request_id"}}}}`, and every answer

@@ -5,18 +5,23 @@ extra), so the reference cannot drift from the answers. The example views below 
 so every example in the reference is a real answer's shape.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from libs.contracts.cart import CartLine as CartLineView
 from libs.contracts.cart import CartView
-from libs.contracts.fields import (CartId, CartLineId, Count, Currency, CustomerId, Minor, Name, Notes, OrderId,
-                                   PoNumber, Shortfall, SignedMinor, Sku, Terms, Uom)
+from libs.contracts.credit import CreditAccountView
+from libs.contracts.fields import (CartId, CartLineId, Code, Count, Currency, CustomerId, InvoiceId, InvoiceNumber,
+                                   Minor, Name, Notes, OrderId, OrderNumber, PoNumber, Shortfall, SignedMinor, Sku,
+                                   Terms, Uom)
+from libs.contracts.invoices import InvoiceLine as InvoiceLineView
+from libs.contracts.invoices import InvoiceView
 from libs.contracts.money import TaxCategory
+from libs.contracts.orders import FulfilmentLineView, FulfilmentView, OpenInvoice as OpenInvoiceView
 from libs.contracts.orders import OrderLine as OrderLineView
-from libs.contracts.orders import OrderView, OverCreditLimit as OverCreditLimitView
+from libs.contracts.orders import OrderView, OverCreditLimit as OverCreditLimitView, StatusTransition
 from libs.contracts.pricing import LinesPriced, PricedLine, PriceSource, ProductList as ProductListView, ProductView
 
 Timestamp = Annotated[datetime, Field(description="ISO-8601, UTC (`Z`)")]
@@ -128,17 +133,46 @@ class OrderLine(ApiObject):
     tax_rate_bp: int = Field(ge=0)
     tax: Minor
     total: Minor
+    quantity_fulfilled: int = Field(ge=0, description="base units shipped so far (by the fulfilments)")
+
+
+OrderStatus = Literal["confirmed", "partially_fulfilled", "fulfilled", "delivered", "cancelled"]
+
+
+class StatusTransition(ApiObject):
+    status: OrderStatus
+    at: Timestamp
+
+
+class FulfilmentLine(ApiObject):
+    line_id: CartLineId = Field(description="the order line shipped")
+    quantity: BaseQuantity
+
+
+class Fulfilment(ApiObject):
+    """One shipment the ERP recorded, and the invoice it issued."""
+
+    id: Code = Field(description="the ERP's fulfilment id")
+    object: Literal["fulfilment"]
+    lines: list[FulfilmentLine]
+    shipped_at: Timestamp
+    carrier: Name | None
+    tracking_number: Code | None
+    delivered_at: Timestamp | None = Field(description="null until the ERP records the delivery")
+    invoice: InvoiceId | None = Field(description="the invoice this shipment issued")
 
 
 class Order(ApiObject):
     id: OrderId
     object: Literal["order"]
     livemode: Livemode
+    order_number: OrderNumber | None = Field(description="`<prefix>-NNNNNN`, unique in the tenant and mode; null "
+                                                         "only on orders placed before numbers")
     cart_id: CartId
     customer_id: CustomerId
     bill_to_id: CustomerId = Field(description="the account whose credit the order uses")
     channel: Literal["ECOMMERCE"] = Field(description="set by the server, never taken from a client")
-    status: Literal["confirmed", "fulfilled", "delivered", "cancelled"]
+    status: OrderStatus = Field(description="confirmed → partially_fulfilled → fulfilled → delivered, or cancelled")
     terms: Terms = Field(description="payment terms, e.g. cod or net_30")
     currency: Currency
     subtotal: Minor
@@ -147,6 +181,12 @@ class Order(ApiObject):
     notes: Notes | None
     po_number: PoNumber | None
     lines: list[OrderLine]
+    status_transitions: list[StatusTransition] = Field(description="every status the order took, and when; oldest "
+                                                                   "first")
+    fulfilments: list[Fulfilment] = Field(description="oldest first")
+    cancellation_reason: Notes | None
+    cancelled_by: Literal["customer", "merchant"] | None = Field(
+        description="customer: POST /v1/orders/{order_id}/cancel; merchant: the ERP")
     created_at: Timestamp
 
 
@@ -155,6 +195,86 @@ class OrderList(ApiObject):
     url: str
     data: list[Order]
     has_more: bool = Field(description="true: ask again with `starting_after` = the last order's id")
+
+
+class InvoiceLine(ApiObject):
+    """What one order line's shipment bills: the order line's amounts in proportion to the quantity shipped (the
+    last invoice of a line takes the remainder, so a line's invoices add up exactly to it)."""
+
+    object: Literal["invoice_line"]
+    order_line: CartLineId = Field(description="the order line's id")
+    sku: Sku
+    base_uom: Uom
+    quantity: BaseQuantity
+    unit_price: Minor
+    subtotal: Minor
+    tax_category: TaxCategory
+    tax_rate_bp: int = Field(ge=0)
+    tax: Minor
+    total: Minor
+
+
+class Invoice(ApiObject):
+    """What a fulfilment shipped, to be paid by the bill-to account."""
+
+    id: InvoiceId
+    object: Literal["invoice"]
+    livemode: Livemode
+    invoice_number: InvoiceNumber = Field(description="`<prefix>-INV-NNNNNN`, unique in the tenant and mode")
+    order: OrderId
+    order_number: OrderNumber | None
+    customer: CustomerId = Field(description="the buyer whose order it is")
+    bill_to: CustomerId = Field(description="the account that pays")
+    fulfilment: Code = Field(description="the shipment it bills")
+    status: Literal["open", "paid", "void"] = Field(description="open → paid, or void (its order was cancelled)")
+    terms: Terms
+    currency: Currency
+    subtotal: Minor
+    tax: Minor
+    total: Minor
+    amount_paid: Minor
+    amount_due: Minor = Field(description="total − amount_paid; 0 once paid or void")
+    overdue: bool = Field(description="past due_at and unpaid")
+    lines: list[InvoiceLine]
+    issued_at: Timestamp = Field(description="when the fulfilment shipped")
+    due_at: Timestamp | None = Field(description="net_<days>: issued_at + days; cod: the delivery's time, null until "
+                                                 "it is recorded")
+    paid_at: Timestamp | None
+    voided_at: Timestamp | None
+
+
+class InvoiceList(ApiObject):
+    object: Literal["list"]
+    url: str
+    data: list[Invoice]
+    has_more: bool = Field(description="true: ask again with `starting_after` = the last invoice's id")
+
+
+class OpenInvoice(ApiObject):
+    """An unpaid invoice of the bill-to account: paying it frees its amount_due of credit."""
+
+    id: InvoiceId
+    invoice_number: InvoiceNumber | None
+    amount_due: Minor
+    due_at: Timestamp | None
+    overdue: bool
+
+
+class CreditAccount(ApiObject):
+    """The signed-in customer's credit, as its bill-to account has it."""
+
+    object: Literal["credit_account"]
+    livemode: Livemode
+    customer_id: CustomerId
+    bill_to_id: CustomerId = Field(description="the account whose limit and invoices these are (the customer "
+                                               "itself, or its parent)")
+    terms: Terms
+    currency: Currency
+    limit: Minor
+    exposure: Minor = Field(description="credit held by open orders + unpaid invoices − unapplied credit")
+    available: SignedMinor = Field(description="limit − exposure (negative when already over)")
+    unapplied: Minor = Field(description="overpayments not yet used: the next invoices are paid from it")
+    open_invoices: list[OpenInvoice] = Field(description="oldest due first")
 
 
 class ShopperToken(ApiObject):
@@ -174,6 +294,7 @@ class Error(ApiObject):
     param: str | None = Field(description="the parameter or header at fault")
     request_id: str | None = Field(description="the `Request-Id` of this answer")
     order_id: str | None = Field(None, description="cart_checked_out only: the order the cart became")
+    status: OrderStatus | None = Field(None, description="order_not_cancellable only: the order's status now")
 
 
 class ErrorResponse(ApiObject):
@@ -189,11 +310,22 @@ class Credit(ApiObject):
     currency: Currency
 
 
+class Remedies(ApiObject):
+    """What would let the order through."""
+
+    largest_order_total_that_fits: Minor = Field(description="the largest order total the available credit allows "
+                                                             "now")
+    open_invoices_to_pay: list[OpenInvoice] = Field(
+        description="the oldest-first run of open invoices whose payment would cover the shortfall (all of them "
+                    "when even that would not)")
+
+
 class OverCreditLimit(ApiObject):
-    """The over_credit_limit state: the cart is intact; change it and check out again with a new key."""
+    """The over_credit_limit state: the cart is intact; change it, or pay, and check out again with a new key."""
 
     error: Error
     credit: Credit
+    remedies: Remedies
     cart_id: CartId
 
 
@@ -241,8 +373,45 @@ EXAMPLE_ORDER = OrderView(
            for p, (_, _, uom, n, f) in zip(EXAMPLE_PRICED.lines, _LINES, strict=True)],
     created_at=_AT,
 )
-EXAMPLE_OVER_CREDIT_LIMIT = OverCreditLimitView(cart_id=_CART, limit=5_000, exposure=0, available=5_000,
-                                                order_total=17_040, shortfall=12_040, currency="JMD")
+EXAMPLE_ORDER = EXAMPLE_ORDER.model_copy(update={
+    "order_number": "ACME-000042", "reservation_id": "res_01JD2Z9N0P2Q4R6S8T0V2W4X6Y",
+    "status_transitions": [StatusTransition(status="confirmed", at=_AT)]})
+_SHIPPED = _AT + timedelta(days=1)
+_INVOICE = "inv_01JD3A1B3C5D7E9F1G3H5J7K9M"
+# the rice line shipped in full, the milk not yet
+EXAMPLE_FULFILLED_ORDER = EXAMPLE_ORDER.model_copy(update={
+    "status": "partially_fulfilled",
+    "lines": [EXAMPLE_ORDER.lines[0].model_copy(update={"quantity_fulfilled": 12}), EXAMPLE_ORDER.lines[1]],
+    "status_transitions": [*EXAMPLE_ORDER.status_transitions,
+                           StatusTransition(status="partially_fulfilled", at=_SHIPPED)],
+    "fulfilments": [FulfilmentView(fulfilment_id="SHIP-1001", lines=[FulfilmentLineView(line_id=_LINES[0][0],
+                                                                                        quantity=12)],
+                                   shipped_at=_SHIPPED, carrier="Knutsford Express", tracking_number="KE-55120",
+                                   delivered_at=_SHIPPED + timedelta(hours=5), invoice_id=_INVOICE)]})
+EXAMPLE_CANCELLED_ORDER = EXAMPLE_ORDER.model_copy(update={
+    "status": "cancelled", "cancellation_reason": "ordered twice", "cancelled_by": "customer",
+    "status_transitions": [*EXAMPLE_ORDER.status_transitions, StatusTransition(status="cancelled", at=_SHIPPED)]})
+_RICE = EXAMPLE_PRICED.lines[0]
+EXAMPLE_INVOICE = InvoiceView(
+    invoice_id=_INVOICE, invoice_number="ACME-INV-000017", order_id=_ORDER, order_number="ACME-000042",
+    customer_id=_CUSTOMER, bill_to_id=_CUSTOMER, fulfilment_id="SHIP-1001", status="open", terms="net_30",
+    currency="JMD", subtotal=_RICE.subtotal, tax=_RICE.tax, total=_RICE.total, amount_paid=0, amount_due=_RICE.total,
+    lines=[InvoiceLineView(line_id=_RICE.line_id, sku=_RICE.sku, base_uom="EA", quantity=12,
+                           unit_price=_RICE.unit_price, subtotal=_RICE.subtotal, tax_category=_RICE.tax_category,
+                           tax_rate_bp=_RICE.tax_rate_bp, tax=_RICE.tax, total=_RICE.total)],
+    issued_at=_SHIPPED, due_at=_SHIPPED + timedelta(days=30))
+EXAMPLE_PAID_INVOICE = EXAMPLE_INVOICE.model_copy(update={
+    "status": "paid", "amount_paid": _RICE.total, "amount_due": 0, "paid_at": _SHIPPED + timedelta(days=12)})
+EXAMPLE_OPEN_INVOICE = OpenInvoiceView(invoice_id=_INVOICE, invoice_number="ACME-INV-000017",
+                                       amount_due=_RICE.total, due_at=EXAMPLE_INVOICE.due_at, overdue=False)
+EXAMPLE_CREDIT_ACCOUNT = CreditAccountView(
+    customer_id=_CUSTOMER, bill_to_id=_CUSTOMER, terms="net_30", limit=50_000, exposure=_RICE.total,
+    available=50_000 - _RICE.total, currency="JMD", unapplied=0, open_invoices=[EXAMPLE_OPEN_INVOICE])
+EXAMPLE_OVER_CREDIT_LIMIT = OverCreditLimitView(cart_id=_CART, limit=20_000, exposure=_RICE.total,
+                                                available=20_000 - _RICE.total, order_total=17_040,
+                                                shortfall=17_040 - (20_000 - _RICE.total), currency="JMD",
+                                                largest_order_total_that_fits=20_000 - _RICE.total,
+                                                open_invoices_to_pay=[EXAMPLE_OPEN_INVOICE])
 EXAMPLE_CUSTOMER = _CUSTOMER
 EXAMPLE_TOKEN = ("eyJhbGciOiJIUzI1NiIsImtpZCI6ImhzMjU2LTFhMmIzYzRkNWU2ZjdhOGIiLCJ0eXAiOiJKV1QifQ"
                  ".eyJpc3MiOiJoYXJtb24iLCJzdWIiOiJjdXNfMDFKRDJZN0syQjlFNEY2RzhIMEoySzRNNk4ifQ.c2lnbmF0dXJl")

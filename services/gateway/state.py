@@ -36,7 +36,8 @@ SECRET_ONLY = frozenset({KIND_SECRET})
 ANY_KEY = frozenset({KIND_SECRET, KIND_PUBLISHABLE})
 
 # What a restricted key may be granted; every /v1 route names the one it needs.
-SCOPES = ("catalog:read", "shopper_tokens:write", "carts:write", "orders:read", "orders:write", "webhooks:write")
+SCOPES = ("catalog:read", "shopper_tokens:write", "carts:write", "orders:read", "orders:write", "invoices:read",
+          "credit:read", "webhooks:write")
 MINT_SCOPE = "shopper_tokens:write"  # the route that mints shopper tokens has the stricter rate limit too
 
 
@@ -54,6 +55,7 @@ class Caller:
     scopes: tuple[str, ...] | None = None  # None: unrestricted
     rate_limit: str | None = None  # the tenant's own limits; None: the deployment's
     mint_rate_limit: str | None = None
+    order_prefix: str | None = None  # the tenant's order-number prefix, sent with PlaceOrder; None: orders' "ORD"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ class Tenant(Base, table=True):
     # this tenant's rate limits per API key (limits' notation, e.g. `500/second`); None: the deployment's
     rate_limit: str | None = None
     mint_rate_limit: str | None = None
+    # the prefix of its order numbers (`ACME-000042`), sent with every PlaceOrder; None (a tenant made before
+    # prefixes): orders uses "ORD"
+    order_prefix: str | None = None
 
 
 class ApiKey(Base, table=True):

@@ -7,7 +7,19 @@ from typing import Any
 
 from libs.contracts.ids import EVENT, new_id
 
-PUBLIC_NAMES = {"OrderConfirmed": "order.confirmed"}
+# Internal event type → the public name subscribers see (docs/api.md, "Events"). The others on these topics
+# (FulfilmentDelivered, InvoiceDueDateSet, PaymentApplied, PaymentUnapplied) are for the ERP and credit only.
+PUBLIC_NAMES = {
+    "OrderConfirmed": "order.confirmed",
+    "OrderPartiallyFulfilled": "order.partially_fulfilled",
+    "OrderFulfilled": "order.fulfilled",
+    "OrderDelivered": "order.delivered",
+    "OrderCancelled": "order.cancelled",
+    "InvoiceIssued": "invoice.issued",
+    "InvoicePaid": "invoice.paid",
+    "InvoiceVoided": "invoice.voided",
+    "InvoiceOverdue": "invoice.overdue",
+}
 
 
 def public_event_type(message_type: str) -> str | None:

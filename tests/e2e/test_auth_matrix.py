@@ -10,13 +10,16 @@ in a module fixture; each cell is then its own test item, so a product bug is on
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import pytest
 import pytest_asyncio
 
+from libs.contracts import topics
+from libs.contracts.erp import FulfilmentLine, FulfilmentRecorded
 from libs.contracts.ids import new_id
 from services.gateway.app import create_app
 from services.gateway.auth import SHOPPER_HEADER
@@ -25,6 +28,7 @@ from services.gateway.state import KIND_PUBLISHABLE, KIND_SECRET, SCOPES, Endpoi
 
 from .conftest import Shops, issue_key, publish_shops
 from .storefront import Storefront
+from tests.conftest import until
 
 pytestmark = pytest.mark.e2e
 
@@ -67,6 +71,7 @@ class Objects:
     order_id: str
     sku: str
     customer_id: str
+    invoice_id: str
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class Case:
     foreign: tuple[int, str | None]
     body: Callable[[Objects], dict] | None = None
     fresh: bool = False  # the operation changes its cart (or needs it open): each cell that reaches it gets its own
+    fresh_order: bool = False  # the operation changes its order (cancels it): the caller's own cells get their own
 
 
 MISSING = (404, "resource_missing")
@@ -93,6 +99,10 @@ CASES: dict[str, Case] = {
     "checkout": Case(201, MISSING, lambda o: {"cart_id": o.cart_id}, fresh=True),
     "list_orders": Case(200, (200, None)),  # another tenant's or mode's own list
     "get_order": Case(200, MISSING),
+    "cancel_order": Case(200, MISSING, lambda o: {}, fresh_order=True),  # a confirmed order, nothing shipped
+    "list_invoices": Case(200, (200, None)),  # another tenant's or mode's own (empty) list
+    "get_invoice": Case(200, MISSING),  # the invoice of the shared order's fulfilment
+    "get_credit": Case(200, (200, None)),  # another tenant's or mode's customer's own credit account
 }
 
 # Cells whose answer is a product bug: (route name, key, token) → reason. Strict: fixing the bug fails the run.
@@ -180,12 +190,34 @@ class Matrix:
 
 async def fresh_objects(store: Storefront, shared: Objects, token: str) -> Objects:
     cart = await store.cart_with(token, {"sku": "OIL-1L", "quantity": 1})
-    return Objects(cart["id"], cart["lines"][0]["id"], shared.order_id, shared.sku, shared.customer_id)
+    return replace(shared, cart_id=cart["id"], line_id=cart["lines"][0]["id"])
+
+
+async def fresh_order(store: Storefront, shared: Objects, token: str) -> Objects:
+    cart = await store.cart_with(token, {"sku": "OIL-1L", "quantity": 1})
+    placed = await store.checkout(token, cart["id"])
+    assert placed.status == 201, placed.body
+    return replace(shared, order_id=placed.body["id"])
+
+
+async def invoiced(store: Storefront, erp, tenant_id: str, token: str, order: dict) -> str:
+    """The ERP ships the order's first line, as it would (erp.fulfilments.v1); the id of the invoice it issues."""
+    line = order["lines"][0]
+    await erp.publish(topics.ERP_FULFILMENTS, FulfilmentRecorded(
+        fulfilment_id=f"SHIP-{new_id('f')[-8:]}", order_id=order["id"],
+        lines=[FulfilmentLine(line_id=line["id"], quantity=line["quantity"])], shipped_at=datetime.now(UTC)),
+        tenant_id, key=order["id"])
+
+    async def issued() -> str | None:
+        r = await store.call("GET", f"/v1/invoices?order_id={order['id']}", token=token)
+        return r.body["data"][0]["id"] if r.status == 200 and r.body.get("data") else None
+
+    return await until(issued, timeout=20, message="the fulfilment's invoice was issued")
 
 
 async def call(http, route: Route, objects: Objects, key: str | None, token: str | None) -> tuple:
     path = route.path.format(cart_id=objects.cart_id, line_id=objects.line_id, order_id=objects.order_id,
-                             sku=objects.sku)
+                             sku=objects.sku, invoice_id=objects.invoice_id)
     body = CASES[route.name].body
     headers = {}
     if key is not None:
@@ -228,7 +260,9 @@ async def matrix(stack, erp, http, new_tenant) -> Matrix:
     ordered = await store.cart_with(valid, {"sku": "OIL-1L", "quantity": 1})
     placed = await store.checkout(valid, ordered["id"])
     assert placed.status == 201, placed.body
-    shared = Objects(cart["id"], cart["lines"][0]["id"], placed.body["id"], shops.only_sku, shops.test.big)
+    invoice_id = await invoiced(store, erp, t, valid, placed.body)
+    shared = Objects(cart["id"], cart["lines"][0]["id"], placed.body["id"], shops.only_sku, shops.test.big,
+                     invoice_id)
     m = Matrix(shops, keys, restricted, tokens, shared, {})
 
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -239,6 +273,9 @@ async def matrix(stack, erp, http, new_tenant) -> Matrix:
             # cells that reach the operation never share a cart: one's change must not decide another's answer
             if CASES[route.name].fresh and refusal(route, key, token) is None:
                 objects = await fresh_objects(store, shared, valid)
+            # the shared order is fulfilled (it has the invoice): a cancel that reaches it needs a confirmed one
+            if CASES[route.name].fresh_order and refusal(route, key, token) is None and key not in FOREIGN:
+                objects = await fresh_order(store, shared, valid)
             m.answers[(route.name, key, token)] = await call(http, route, objects, m.key_for(route, key),
                                                              m.token_for(key, token))
 

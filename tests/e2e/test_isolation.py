@@ -1,6 +1,7 @@
 """Isolation: another tenant, the other mode, or another customer of the same shop opens none of a customer's objects.
 
-Every object the API exposes by id (carts, their lines, pricing, checkout, orders; products by sku) is
+Every object the API exposes by id (carts, their lines, pricing, checkout, orders and their cancel, invoices;
+products by sku) is
 tried by each outsider with a valid key and a valid token of its own: each answer is 404
 resource_missing, never 403 (which would confirm the id exists), lists do not show the object, and
 the object is unchanged afterwards. Two outsiders hold a token whose `sub` is the owner's very
@@ -18,7 +19,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from libs.contracts.erp import CustomerUpsert
+from libs.contracts import topics
+from libs.contracts.erp import CustomerUpsert, FulfilmentLine, FulfilmentRecorded
 from libs.contracts.ids import new_id
 
 from .conftest import Shops, erp_settled, publish_shops
@@ -42,7 +44,9 @@ class World:
     owner_token: str
     outsiders: dict[str, tuple[Storefront, str]]  # name → (client with its own key, its own valid token)
     cart: dict  # the owner's open cart, one line
-    order: dict  # the owner's order
+    order: dict  # the owner's order, fulfilled in part
+    invoice: dict  # the invoice its fulfilment issued
+    confirmed: dict  # the owner's order with nothing shipped (one a cancel would cancel)
     answers: dict[tuple[str, str], tuple[int, str | None]]
     before: dict
 
@@ -58,12 +62,14 @@ def attempts(w: "World") -> list[tuple[str, str, str, dict | None]]:
         ("price cart", "POST", f"/v1/carts/{cart}/price", {}),
         ("check out cart", "POST", "/v1/checkout", {"cart_id": cart}),
         ("read order", "GET", f"/v1/orders/{order}", None),
+        ("cancel order", "POST", f"/v1/orders/{w.confirmed['id']}/cancel", {"reason": "not mine"}),
+        ("read invoice", "GET", f"/v1/invoices/{w.invoice['id']}", None),
         ("read product", "GET", f"/v1/products/{w.shops.only_sku}", None),
     ]
 
 
 ATTEMPTS = ("read cart", "add line", "change line", "remove line", "price cart", "check out cart", "read order",
-            "read product")
+            "cancel order", "read invoice", "read product")
 
 
 def expected(outsider: str, attempt: str) -> tuple[int, str | None]:
@@ -75,12 +81,30 @@ def expected(outsider: str, attempt: str) -> tuple[int, str | None]:
 async def snapshot(w: World) -> dict:
     cart = await w.owner.call("GET", f"/v1/carts/{w.cart['id']}", token=w.owner_token)
     order = await w.owner.call("GET", f"/v1/orders/{w.order['id']}", token=w.owner_token)
-    assert cart.status == 200 and order.status == 200, (cart.body, order.body)
-    return {"cart": cart.body, "order": order.body}
+    confirmed = await w.owner.call("GET", f"/v1/orders/{w.confirmed['id']}", token=w.owner_token)
+    invoice = await w.owner.call("GET", f"/v1/invoices/{w.invoice['id']}", token=w.owner_token)
+    assert {r.status for r in (cart, order, confirmed, invoice)} == {200}, (cart.body, order.body, confirmed.body,
+                                                                            invoice.body)
+    return {"cart": cart.body, "order": order.body, "confirmed": confirmed.body, "invoice": invoice.body}
+
+
+async def fulfil_first_line(erp, until, owner: Storefront, token: str, tenant_id: str, order: dict) -> dict:
+    """The ERP ships the order's first line (erp.fulfilments.v1); the invoice it issues, once the owner sees it."""
+    line = order["lines"][0]
+    await erp.publish(topics.ERP_FULFILMENTS, FulfilmentRecorded(
+        fulfilment_id=f"SHIP-{new_id('f')[-8:]}", order_id=order["id"],
+        lines=[FulfilmentLine(line_id=line["id"], quantity=line["quantity"])], shipped_at=datetime.now(UTC)),
+        tenant_id, key=order["id"])
+
+    async def issued() -> dict | None:
+        r = await owner.call("GET", f"/v1/invoices?order_id={order['id']}", token=token)
+        return r.body["data"][0] if r.status == 200 and r.body.get("data") else None
+
+    return await until(issued, timeout=20, message="the fulfilment's invoice was issued")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(stack, erp, http, new_tenant) -> World:
+async def world(stack, erp, http, new_tenant, until) -> World:
     shops = await publish_shops(stack, erp, new_tenant)
     owner_id = shops.test.big
     # the owner's customer id, published by the ERP in the other tenant and in live mode as well
@@ -98,11 +122,15 @@ async def world(stack, erp, http, new_tenant) -> World:
         "other customer": (owner, await owner.token(shops.test.small)),
     }
     owner_token = await owner.token(owner_id)
-    ordered = await owner.cart_with(owner_token, {"sku": "RICE-1KG", "quantity": 2})
+    ordered = await owner.cart_with(owner_token, {"sku": "RICE-1KG", "quantity": 2}, {"sku": "OIL-1L", "quantity": 1})
     placed = await owner.checkout(owner_token, ordered["id"])
     assert placed.status == 201, placed.body
+    invoice = await fulfil_first_line(erp, until, owner, owner_token, shops.test.tenant_id, placed.body)
+    unshipped = await owner.checkout(owner_token, (await owner.cart_with(owner_token, {"sku": "OIL-1L",
+                                                                                       "quantity": 1}))["id"])
+    assert unshipped.status == 201, unshipped.body
     cart = await owner.cart_with(owner_token, {"sku": "OIL-1L", "quantity": 1})
-    w = World(shops, owner, owner_token, outsiders, cart, placed.body, {}, {})
+    w = World(shops, owner, owner_token, outsiders, cart, placed.body, invoice, unshipped.body, {}, {})
     w.before = await snapshot(w)
     # one at a time: outsiders' attempts on one cart id must not meet each other (see the race test below)
     for name, (client, token) in outsiders.items():
@@ -154,9 +182,36 @@ async def test_refused_checkouts_leave_no_saga_behind(world: World, stack):
 async def test_order_lists_show_only_the_callers_orders(world: World, http):
     mine = await world.owner.call("GET", "/v1/orders", token=world.owner_token)
     assert world.order["id"] in [o["id"] for o in mine.body["data"]]
+    number = world.order["order_number"]
+    by_number = await world.owner.call("GET", f"/v1/orders?order_number={number}", token=world.owner_token)
+    assert [o["id"] for o in by_number.body["data"]] == [world.order["id"]], by_number.body
     for name, (client, token) in world.outsiders.items():
         theirs = await client.call("GET", "/v1/orders", token=token)
         assert theirs.status == 200 and world.order["id"] not in [o["id"] for o in theirs.body["data"]], name
+        # the same number in another tenant or mode is another order, or none; never the owner's
+        numbered = await client.call("GET", f"/v1/orders?order_number={number}", token=token)
+        assert numbered.status == 200 and world.order["id"] not in [o["id"] for o in numbered.body["data"]], name
+
+
+async def test_invoice_lists_show_only_the_callers_invoices(world: World):
+    mine = await world.owner.call("GET", "/v1/invoices", token=world.owner_token)
+    assert world.invoice["id"] in [i["id"] for i in mine.body["data"]]
+    for name, (client, token) in world.outsiders.items():
+        for query in ("", f"?order_id={world.order['id']}", "?status=open"):
+            theirs = await client.call("GET", f"/v1/invoices{query}", token=token)
+            assert theirs.status == 200, (name, theirs.body)
+            assert world.invoice["id"] not in [i["id"] for i in theirs.body["data"]], (name, query)
+
+
+async def test_credit_shows_only_the_callers_own_account(world: World):
+    """GET /v1/credit takes no id: each caller sees its own bill-to account, never the owner's open invoice."""
+    mine = await world.owner.call("GET", "/v1/credit", token=world.owner_token)
+    assert mine.status == 200 and world.invoice["id"] in [i["id"] for i in mine.body["open_invoices"]], mine.body
+    for name, (client, token) in world.outsiders.items():
+        theirs = await client.call("GET", "/v1/credit", token=token)
+        assert theirs.status == 200, (name, theirs.body)
+        assert world.invoice["id"] not in [i["id"] for i in theirs.body["open_invoices"]], name
+        assert theirs.body["livemode"] is name.startswith("other mode"), name
 
 
 

@@ -22,6 +22,7 @@ import pytest
 from libs.stack.admin_cli import STACK_DSN_ENV, CommandError, stack_dsn
 from libs.stack.supervisor import Stack
 from services.gateway.admin_cli import build_parser, parse_duration
+from tests.conftest import connect_unscoped
 
 KEY = re.compile(r"^hk_(test|live)_(sec|pub)_[A-Za-z0-9_-]{43}$")
 
@@ -130,7 +131,9 @@ async def test_an_operator_manages_tenants_and_keys_with_the_harmon_command(harm
     tenant_id = created.out.strip()
     assert re.fullmatch(r"ten_[0-9A-Z]{26}", tenant_id), created.out
     tenants = (await harmon("tenants", "list", where=("--data-dir", str(stack.data_dir)))).ok()
-    assert tenants.out.splitlines()[0].split() == ["ID", "NAME", "CREATED", "RATE_LIMIT", "MINT_RATE_LIMIT"]
+    assert tenants.out.splitlines()[0].split() == ["ID", "NAME", "CREATED", "RATE_LIMIT", "MINT_RATE_LIMIT",
+                                                   "ORDER_PREFIX"]
+    assert re.search(rf"^{tenant_id}\s.*\sOCHORI$", tenants.out, re.M), tenants.out  # from the name
     assert any(line.startswith(tenant_id) and "Ocho Rios Wholesale" in line for line in tenants.out.splitlines())
 
     (sec_id, sec), (pub_id, pub) = [created_key(run) for run in await asyncio.gather(
@@ -176,6 +179,26 @@ async def test_tenants_list_as_json(harmon) -> None:
     tenant_id = (await harmon("tenants", "create", "Listed as JSON")).ok().out.strip()
     listed = json.loads((await harmon("tenants", "list", "--json")).ok().out)
     assert {"id": tenant_id, "name": "Listed as JSON"}.items() <= next(t for t in listed if t["id"] == tenant_id).items()
+
+
+async def test_a_tenants_order_prefix_is_given_or_derived_from_its_name(harmon, stack: Stack) -> None:
+    given = json.loads((await harmon("tenants", "create", "Prefixed", "--order-prefix", "acme9", "--json")).ok().out)
+    assert given["order_prefix"] == "ACME9"  # upper case, as order numbers show it
+    derived = {name: json.loads((await harmon("tenants", "create", name, "--json")).ok().out)["order_prefix"]
+               for name in ("Island Grocers Ltd", "J&B 4 U", "Épicerie", "—")}
+    assert derived == {"Island Grocers Ltd": "ISLAND", "J&B 4 U": "JB4U", "Épicerie": "PICERI", "—": "ORD"}
+    listed = {t["id"]: t for t in json.loads((await harmon("tenants", "list", "--json")).ok().out)}
+    assert listed[given["id"]]["order_prefix"] == "ACME9"
+    # the gateway reads it with the key, to send it with every PlaceOrder
+    conn = await connect_unscoped(stack.dsns["gateway"])
+    try:
+        assert await conn.fetchval("SELECT order_prefix FROM tenants WHERE id = $1", given["id"]) == "ACME9"
+    finally:
+        await conn.close()
+    for bad in ("ACME-1", "X" * 13, " "):
+        run = await harmon("tenants", "create", "Bad prefix", "--order-prefix", bad)
+        assert (run.code, run.out) == (2, ""), (bad, run)
+        assert "an order prefix is 1 to 12 letters or digits" in run.err, run.err
 
 
 async def test_a_tenants_own_rate_limits_are_set_listed_and_enforced(harmon, http) -> None:

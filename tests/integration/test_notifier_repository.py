@@ -75,3 +75,27 @@ async def test_events_are_recorded_once_and_only_in_their_own_tenant_and_mode(db
             " received_at) VALUES ($1, $2, false, 'order.confirmed', $3, 9, '{}', now(), now())",
             new_id("evt"), b.tenant_id, order_id))
     assert [r["type"] for r in await within(db, b, rows)] == ["order.confirmed"]
+
+
+async def test_an_order_and_its_invoices_are_separate_streams_each_version_once(db):
+    """An invoice's versions are its own (invoices.events.v1): invoice.issued and invoice.paid of one invoice, and
+    the order's events at the same version numbers, are each a row; a re-sent one is not."""
+    scope = Scope(new_id("ten"), False)
+    order_id, invoice_id = new_id("ord"), new_id("inv")
+    at, later = OCCURRED, OCCURRED + timedelta(seconds=1)
+    recorded = [
+        PublicEvent.of("OrderConfirmed", order_id, 1, {"status": "confirmed"}, at, later),
+        PublicEvent.of("OrderFulfilled", order_id, 2, {"status": "fulfilled"}, at, later),
+        PublicEvent.of("InvoiceIssued", invoice_id, 1, {"status": "open"}, at, later),
+        PublicEvent.of("InvoicePaid", invoice_id, 2, {"status": "paid"}, at, later),
+    ]
+    for event_ in recorded:
+        assert await within(db, scope, lambda uow, e=event_: uow.events.record(e)) is True
+    again = PublicEvent.of("InvoicePaid", invoice_id, 2, {"status": "paid"}, at, later)
+    assert await within(db, scope, lambda uow: uow.events.record(again)) is False
+
+    rows = await within(db, scope, lambda uow: uow.conn.fetch(
+        "SELECT type, aggregate_id, aggregate_version FROM events ORDER BY aggregate_id, aggregate_version"))
+    assert sorted((r["aggregate_id"], r["aggregate_version"], r["type"]) for r in rows) == sorted([
+        (order_id, 1, "order.confirmed"), (order_id, 2, "order.fulfilled"),
+        (invoice_id, 1, "invoice.issued"), (invoice_id, 2, "invoice.paid")])

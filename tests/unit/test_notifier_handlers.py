@@ -1,19 +1,24 @@
-"""The notifier's handler over an in-memory unit of work: no broker, no database.
+"""The notifier's handlers over an in-memory unit of work: no broker, no database.
 
 The in-memory repository has the real one's method (services/notifier/repository.py) and its unique key
 (tenant, mode, aggregate, version, type; the tenant and mode are the unit of work's scope).
 """
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
+from libs.contracts import topics
 from libs.contracts.envelope import Envelope
+from libs.contracts.invoices import (InvoiceDueDateSet, InvoiceIssued, InvoiceLine, InvoiceOverdue, InvoicePaid,
+                                     InvoiceView, InvoiceVoided, PaymentApplied, PaymentUnapplied)
 from libs.contracts.money import TaxCategory
-from libs.contracts.orders import OrderConfirmed, OrderLine, OrderView
+from libs.contracts.orders import (FulfilmentDelivered, OrderCancelled, OrderConfirmed, OrderDelivered,
+                                   OrderFulfilled, OrderLine, OrderPartiallyFulfilled, OrderView)
 from libs.runtime.database import Scope
-from services.notifier import handlers
-from services.notifier.domain import PublicEvent, public_event_type
+from services.notifier import entrypoint, handlers
+from services.notifier.domain import PUBLIC_NAMES, PublicEvent, public_event_type
 from services.notifier.unit_of_work import NotifierUnitOfWork
 
 TENANT = "ten_A"
@@ -45,7 +50,7 @@ async def deliver(events: InMemoryEvents, evt: OrderConfirmed, **envelope) -> No
     env = Envelope(tenant_id=TENANT, livemode=False, payload=evt, occurred_at=OCCURRED, **envelope)
     uow = NotifierUnitOfWork(None, Scope(TENANT, False), env, now=OCCURRED + timedelta(seconds=1))
     uow.events = events
-    assert await handlers.record_order_confirmed(evt, uow) is None  # an event: nobody to answer
+    assert await handlers.record_order_event(evt, uow) is None  # an event: nobody to answer
     assert uow.outbox.envelopes == []
     return uow
 
@@ -86,3 +91,105 @@ def test_only_public_events_have_a_public_name():
     assert public_event_type("CreditReserved") is None
     with pytest.raises(ValueError):
         PublicEvent.of("CreditReserved", "res_1", 1, {}, OCCURRED, OCCURRED)
+
+
+# --- the lifecycle's events (issue 14) ----------------------------------------------------------------------
+
+def invoice(invoice_id: str = "inv_1", status: str = "open") -> InvoiceView:
+    line = InvoiceLine(line_id="cli_1", sku="RICE", base_uom="EA", quantity=12, unit_price=1_100, subtotal=13_200,
+                       tax_category=TaxCategory.ZERO_RATED, tax_rate_bp=0, tax=0, total=13_200)
+    paid = 13_200 if status == "paid" else 0
+    return InvoiceView(invoice_id=invoice_id, invoice_number="ACME-INV-000001", order_id="ord_1",
+                       order_number="ACME-000001", customer_id="cus_A", bill_to_id="cus_P", fulfilment_id="f-1",
+                       status=status, terms="net_30", currency="JMD", subtotal=13_200, tax=0, total=13_200,
+                       amount_paid=paid, amount_due=13_200 - paid if status == "open" else 0, lines=[line],
+                       issued_at=OCCURRED, due_at=OCCURRED + timedelta(days=30))
+
+
+ORDER_EVENTS = [
+    (OrderConfirmed(order=order()), "order.confirmed"),
+    (OrderPartiallyFulfilled(order=order().model_copy(update={"status": "partially_fulfilled"}), fulfilment_id="f-1"),
+     "order.partially_fulfilled"),
+    (OrderFulfilled(order=order().model_copy(update={"status": "fulfilled"}), fulfilment_id="f-2"), "order.fulfilled"),
+    (OrderDelivered(order=order().model_copy(update={"status": "delivered"})), "order.delivered"),
+    (OrderCancelled(order=order().model_copy(update={"status": "cancelled", "cancelled_by": "customer"})),
+     "order.cancelled"),
+]
+INVOICE_EVENTS = [
+    (InvoiceIssued(invoice=invoice(), reservation_id="res_1"), "invoice.issued"),
+    (InvoicePaid(invoice=invoice(status="paid")), "invoice.paid"),
+    (InvoiceVoided(invoice=invoice(status="void")), "invoice.voided"),
+    (InvoiceOverdue(invoice=invoice().model_copy(update={"overdue": True})), "invoice.overdue"),
+]
+
+
+async def record(events: InMemoryEvents, handler, evt, version: int) -> None:
+    env = Envelope(tenant_id=TENANT, livemode=False, payload=evt, occurred_at=OCCURRED, aggregate_version=version)
+    uow = NotifierUnitOfWork(None, Scope(TENANT, False), env, now=OCCURRED)
+    uow.events = events
+    assert await handler(evt, uow) is None
+    assert uow.outbox.envelopes == []
+
+
+async def test_every_public_order_event_is_recorded_under_its_public_name_with_the_order_as_data():
+    events = InMemoryEvents()
+    for version, (evt, _) in enumerate(ORDER_EVENTS, start=1):
+        await record(events, handlers.record_order_event, evt, version)
+    got = sorted(events.rows.values(), key=lambda e: e.aggregate_version)
+    assert [(e.type, e.aggregate_id, e.aggregate_version) for e in got] == [
+        (name, "ord_1", v) for v, (_, name) in enumerate(ORDER_EVENTS, start=1)]
+    assert [e.data["status"] for e in got] == ["confirmed", "partially_fulfilled", "fulfilled", "delivered",
+                                               "cancelled"]
+    assert got[-1].data == ORDER_EVENTS[-1][0].order.model_dump(mode="json")
+
+
+async def test_every_public_invoice_event_is_recorded_per_invoice_with_the_invoice_as_data():
+    events = InMemoryEvents()
+    for version, (evt, _) in enumerate(INVOICE_EVENTS, start=1):
+        await record(events, handlers.record_invoice_event, evt, version)
+    got = sorted(events.rows.values(), key=lambda e: e.aggregate_version)
+    assert [(e.type, e.aggregate_id) for e in got] == [(name, "inv_1") for _, name in INVOICE_EVENTS]
+    assert got[0].data == INVOICE_EVENTS[0][0].invoice.model_dump(mode="json")
+    assert (got[1].data["status"], got[1].data["amount_due"]) == ("paid", 0)
+
+
+async def test_an_invoice_event_sent_again_is_recorded_once():
+    events = InMemoryEvents()
+    evt = INVOICE_EVENTS[0][0]
+    await record(events, handlers.record_invoice_event, evt, 1)
+    await record(events, handlers.record_invoice_event, evt, 1)
+    assert [e.type for e in events.rows.values()] == ["invoice.issued"]
+
+
+def test_the_public_names_are_the_designs_nine():
+    assert set(PUBLIC_NAMES.values()) == {
+        "order.confirmed", "order.partially_fulfilled", "order.fulfilled", "order.delivered", "order.cancelled",
+        "invoice.issued", "invoice.paid", "invoice.voided", "invoice.overdue"}
+    for internal in ("FulfilmentDelivered", "InvoiceDueDateSet", "PaymentApplied", "PaymentUnapplied"):
+        assert public_event_type(internal) is None
+
+
+def routes() -> dict:
+    ctx = SimpleNamespace(routes={})  # subscribe() only records routes
+    entrypoint.register(ctx)
+    return ctx.routes
+
+
+def test_every_type_on_the_topics_it_reads_is_routed_so_none_is_dead_lettered():
+    r = routes()
+    assert set(r) == {topics.ORDERS_EVENTS.name, topics.INVOICES_EVENTS.name}
+    for spec in (topics.ORDERS_EVENTS, topics.INVOICES_EVENTS):
+        assert set(r[spec.name]) == set(spec.carries), spec.name
+        for type_, route in r[spec.name].items():
+            # public events are recorded (claimed in the inbox); the others are read and passed over
+            assert route.query is (public_event_type(type_) is None), type_
+
+
+async def test_an_event_that_is_not_public_is_passed_over():
+    events = InMemoryEvents()
+    for evt in (FulfilmentDelivered(order=order(), fulfilment_id="f-1"), InvoiceDueDateSet(invoice=invoice()),
+                PaymentApplied(payment_id="p-1", invoice_id="inv_1", amount=100, bill_to_id="cus_P",
+                               invoice=invoice()),
+                PaymentUnapplied(payment_id="p-1", bill_to_id="cus_P", amount=100, currency="JMD")):
+        await record(events, handlers.not_public, evt, 1)
+    assert events.rows == {}

@@ -189,6 +189,33 @@ def test_checkout_documents_the_over_credit_limit_state(doc):
     assert (example["error"]["type"], example["error"]["code"]) == ("over_credit_limit", "over_credit_limit")
     assert set(example["credit"]) == {"limit", "exposure", "available", "order_total", "shortfall", "currency"}
     assert example["credit"]["shortfall"] == example["credit"]["order_total"] - example["credit"]["available"]
+    remedies = example["remedies"]
+    assert remedies["largest_order_total_that_fits"] == example["credit"]["available"]
+    [invoice] = remedies["open_invoices_to_pay"]
+    assert invoice["amount_due"] >= example["credit"]["shortfall"]  # paying it would let the order through
+    assert set(invoice) == {"id", "invoice_number", "amount_due", "due_at", "overdue"}
+
+
+def test_the_remedies_fit_what_is_available_when_orders_did_not_say():
+    body = over_credit_limit(OVER_WITHOUT_INVOICES).body("req_1")
+    assert body["remedies"] == {"largest_order_total_that_fits": 0, "open_invoices_to_pay": []}  # never negative
+
+
+def test_the_lifecycle_routes_are_documented_with_their_scopes_and_refusals(doc):
+    ops = {(m, p): op for m, p, op in operations(doc)}
+    cancel = ops["POST", "/v1/orders/{order_id}/cancel"]
+    assert cancel["security"] == [{"apiKey": [], "shopperToken": []}]
+    assert {"$ref": "#/components/parameters/IdempotencyKey"} in cancel["parameters"]
+    [refused] = [e for e in examples_of(cancel["responses"]["409"]["content"]["application/json"])
+                 if e["error"]["code"] == "order_not_cancellable"]
+    assert refused["error"]["status"] == "partially_fulfilled"
+    assert examples_of(cancel["responses"]["200"]["content"]["application/json"])[0]["status"] == "cancelled"
+    listed = {p["name"] for p in ops["GET", "/v1/invoices"]["parameters"]}
+    assert listed == {"limit", "starting_after", "status", "order_id"}
+    assert "order_number" in {p["name"] for p in ops["GET", "/v1/orders"]["parameters"]}
+    assert "404" in ops["GET", "/v1/invoices/{invoice_id}"]["responses"]
+    credit = examples_of(ops["GET", "/v1/credit"]["responses"]["200"]["content"]["application/json"])[0]
+    assert credit["object"] == "credit_account" and credit["open_invoices"]
 
 
 # --- examples ------------------------------------------------------------------------------------
@@ -256,6 +283,14 @@ UNPRICED = schemas.EXAMPLE_PRODUCT.model_copy(update={"unit_price": None, "price
 STALE_PRICE = schemas.EXAMPLE_PRICED.model_copy(update={"lines": [
     schemas.EXAMPLE_PRICED.lines[0].model_copy(update={"line_id": "cli_GONE"}), *schemas.EXAMPLE_PRICED.lines[1:]]})
 ORDER_WITHOUT_NOTES = schemas.EXAMPLE_ORDER.model_copy(update={"notes": None, "po_number": None})
+ORDER_BEFORE_NUMBERS = schemas.EXAMPLE_ORDER.model_copy(update={"order_number": None, "status_transitions": []})
+COD_INVOICE_NOT_DELIVERED = schemas.EXAMPLE_INVOICE.model_copy(update={"terms": "cod", "due_at": None})
+VOID_INVOICE = schemas.EXAMPLE_INVOICE.model_copy(update={"status": "void", "amount_due": 0,
+                                                         "voided_at": schemas.EXAMPLE_INVOICE.issued_at})
+NO_INVOICES = schemas.EXAMPLE_CREDIT_ACCOUNT.model_copy(update={"open_invoices": [], "exposure": 0,
+                                                               "available": 50_000, "unapplied": 2_500})
+OVER_WITHOUT_INVOICES = schemas.EXAMPLE_OVER_CREDIT_LIMIT.model_copy(update={
+    "open_invoices_to_pay": [], "largest_order_total_that_fits": None, "available": -5})
 
 BUILT = {
     "cart": (schemas.Cart, [objects.cart(v, m) for v in (schemas.EXAMPLE_CART, schemas.EXAMPLE_EMPTY_CART,
@@ -266,10 +301,24 @@ BUILT = {
     "product": (schemas.Product, [objects.product(v, True) for v in (schemas.EXAMPLE_PRODUCT, UNPRICED)]),
     "list": (schemas.ProductList, [objects.listing("/v1/products", [objects.product(UNPRICED, False)], False),
                                    objects.listing("/v1/products", [], False)]),
-    "order": (schemas.Order, [objects.order(v, False) for v in (schemas.EXAMPLE_ORDER, ORDER_WITHOUT_NOTES)]),
-    "order_line": (schemas.OrderLine, [objects.order_line(x) for x in schemas.EXAMPLE_ORDER.lines]),
+    "order": (schemas.Order, [objects.order(v, False) for v in (
+        schemas.EXAMPLE_ORDER, ORDER_WITHOUT_NOTES, ORDER_BEFORE_NUMBERS, schemas.EXAMPLE_FULFILLED_ORDER,
+        schemas.EXAMPLE_CANCELLED_ORDER)]),
+    "order_line": (schemas.OrderLine, [objects.order_line(x) for x in schemas.EXAMPLE_FULFILLED_ORDER.lines]),
+    "fulfilment": (schemas.Fulfilment, [objects.fulfilment(f) for f in schemas.EXAMPLE_FULFILLED_ORDER.fulfilments]),
+    "invoice": (schemas.Invoice, [objects.invoice(v, m) for v in (
+        schemas.EXAMPLE_INVOICE, schemas.EXAMPLE_PAID_INVOICE, COD_INVOICE_NOT_DELIVERED, VOID_INVOICE)
+        for m in (False, True)]),
+    "invoice_line": (schemas.InvoiceLine, [objects.invoice_line(x) for x in schemas.EXAMPLE_INVOICE.lines]),
+    "invoice list": (schemas.InvoiceList, [objects.listing("/v1/invoices", [objects.invoice(VOID_INVOICE, False)],
+                                                           True)]),
+    "credit_account": (schemas.CreditAccount, [objects.credit_account(v, False)
+                                               for v in (schemas.EXAMPLE_CREDIT_ACCOUNT, NO_INVOICES)]),
+    "open_invoice": (schemas.OpenInvoice, [objects.open_invoice(x)
+                                           for x in schemas.EXAMPLE_CREDIT_ACCOUNT.open_invoices]),
     "over_credit_limit": (schemas.OverCreditLimit,
-                          [over_credit_limit(schemas.EXAMPLE_OVER_CREDIT_LIMIT).body("req_1")]),
+                          [over_credit_limit(v).body("req_1") for v in (schemas.EXAMPLE_OVER_CREDIT_LIMIT,
+                                                                        OVER_WITHOUT_INVOICES)]),
 }
 
 
