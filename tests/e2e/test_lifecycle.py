@@ -270,12 +270,13 @@ async def test_cod_invoices_fall_due_on_delivery_and_go_overdue_once(store, shop
         (inv["id"], True, delivered_at)]
 
     # the same delivery again changes nothing; the same fulfilment delivered at another time is a conflict
-    await again(erp, shop, delivery)
+    repeat = await again(erp, shop, delivery)
     conflict = await deliver(erp, shop, order["id"], delivered_at + timedelta(minutes=5),
                              shipment.payload.fulfilment_id)
     letters = await dead_letters(stack.bootstrap, until, {conflict.message_id: topics.ERP_DELIVERIES})
     assert letters[conflict.message_id]["harmon-dlt-code"] == "record_conflict"
     await orders_settled(stack.bootstrap)
+    assert repeat.message_id not in await _dlt_message_ids(stack.bootstrap, topics.ERP_DELIVERIES)  # applied: no-op
     after = await store.order(token, order["id"])
     assert after["status_transitions"] == delivered["status_transitions"]
     assert at(after["fulfilments"][0]["delivered_at"]) == delivered_at

@@ -279,3 +279,13 @@ async def _ends(bootstrap: str, *names: str) -> int:
         return sum(ends.values())
     finally:
         await consumer.stop()
+
+
+async def test_fulfil_asks_the_real_orders_service(stack, capsys):
+    """The GetOrder round trip with orders itself (HARMON_TEST_SERVICES=orders is enough): an order it does not
+    have is said so, and nothing is published."""
+    order = new_id("ord")
+    code, out, err = await harmon(capsys, "fulfil", order, "--bootstrap", stack.bootstrap,
+                                  "--tenant", new_id("ten"))
+    assert (code, out) == (1, "")
+    assert f"order {order}: resource_missing" in err
