@@ -190,6 +190,18 @@ async def test_fulfil_by_sku_and_an_order_orders_does_not_know(bootstrap, dev_di
     assert [(ln.line_id, ln.quantity) for ln in Envelope.from_bytes(rec.value).payload.lines] == [("cli_01MILK", 2)]
 
 
+async def test_fulfil_without_lines_of_an_order_with_nothing_left_to_ship_says_so(bootstrap, dev_dir, capsys):
+    shipped, cancelled = new_id("ord"), new_id("ord")
+    answers = {shipped: an_order(shipped, fulfilled={"cli_01RICE": 12, "cli_01MILK": 6}),
+               cancelled: an_order(cancelled).model_copy(update={"status": "cancelled"})}
+    async with OrdersStandIn(bootstrap, answers.__getitem__):
+        code, _, err = await harmon(capsys, "fulfil", shipped, "--data-dir", str(dev_dir))
+        assert code == 1 and "fulfilled already" in err
+        code, _, err = await harmon(capsys, "fulfil", cancelled, "--data-dir", str(dev_dir))
+        assert code == 1 and "is cancelled" in err
+    assert await _ends(bootstrap, topics.ERP_FULFILMENTS.name) == 0
+
+
 async def test_deliver_pay_and_cancel_publish_on_their_topics_with_their_keys(bootstrap, dev_dir, capsys, until):
     order, account, invoice = new_id("ord"), new_id("cus"), new_id("inv")
     code, out, err = await harmon(capsys, "deliver", order, "--fulfilment", "SHIP-1001",
