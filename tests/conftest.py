@@ -37,7 +37,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Short deadlines so timeout paths are tested in seconds, not minutes.
 TEST_ENV: dict[str, dict[str, str]] = {
-    "orders": {"HARMON_ORDERS_STEP_TIMEOUT_S": "4"},
+    # the overdue sweep every second: tests/e2e/test_lifecycle.py waits for an invoice to go overdue
+    "orders": {"HARMON_ORDERS_STEP_TIMEOUT_S": "4", "HARMON_ORDERS_OVERDUE_SWEEP_INTERVAL_S": "1"},
     # the lease just outlives the checkout timeout, so a killed gateway's key is free again in seconds
     "gateway": {"HARMON_GATEWAY_CHECKOUT_TIMEOUT_S": "10", "HARMON_GATEWAY_REQUEST_TIMEOUT_S": "8",
                 "HARMON_GATEWAY_IDEMPOTENCY_LEASE_S": "12",

@@ -8,6 +8,7 @@
     harmon signing-keys add|list|revoke      a tenant's own public keys for shopper tokens
     (these three run the gateway's own `python -m services.gateway.admin_cli`: libs/stack/admin_cli.py)
     harmon dlt list|replay TOPIC             a topic's dead letters: what and why, and re-driving them after a fix
+    harmon erp fulfil|deliver|pay|cancel     publish the ERP's lifecycle records for a running `harmon dev` (erp.py)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from libs.contracts.topics import all_topic_names
 from .admin_cli import add_admin_parsers
 from .databases import migrate
 from .dlt import add_dlt_parsers
+from .erp import add_erp_parsers
 from .supervision import BrokerBound
 from .supervisor import DEFAULT_PARTITIONS, SERVICES, Stack
 
@@ -262,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_parsers(commands)  # tenants, keys, signing-keys: the gateway's own command, as a subprocess
     add_dlt_parsers(commands)
+    add_erp_parsers(commands)
     return parser
 
 

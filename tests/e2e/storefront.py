@@ -61,3 +61,37 @@ class Storefront:
     async def checkout(self, token: str, cart_id: str, key: str | None = None, **extra) -> Reply:
         headers = {"Idempotency-Key": key} if key else None
         return await self.call("POST", "/v1/checkout", json={"cart_id": cart_id, **extra}, token=token, headers=headers)
+
+    # the order's lifecycle, invoices and credit (issue 14)
+
+    async def order(self, token: str, order_id: str) -> dict:
+        r = await self.call("GET", f"/v1/orders/{order_id}", token=token)
+        assert r.status == 200, r.body
+        return r.body
+
+    async def invoices(self, token: str, **filters: object) -> list[dict]:
+        """The token's customer's invoices (newest first), every page, with `status` / `order_id` filters."""
+        found: list[dict] = []
+        after: str | None = None
+        while True:
+            query = "&".join(f"{k}={v}" for k, v in {"limit": 100, **filters, "starting_after": after}.items()
+                             if v is not None)
+            r = await self.call("GET", f"/v1/invoices?{query}", token=token)
+            assert r.status == 200, r.body
+            found += r.body["data"]
+            if not r.body["has_more"]:
+                return found
+            after = found[-1]["id"]
+
+    async def invoice(self, token: str, invoice_id: str) -> dict:
+        r = await self.call("GET", f"/v1/invoices/{invoice_id}", token=token)
+        assert r.status == 200, r.body
+        return r.body
+
+    async def credit(self, token: str) -> dict:
+        r = await self.call("GET", "/v1/credit", token=token)
+        assert r.status == 200, r.body
+        return r.body
+
+    async def cancel(self, token: str, order_id: str, **body: object) -> Reply:
+        return await self.call("POST", f"/v1/orders/{order_id}/cancel", json=body, token=token)
