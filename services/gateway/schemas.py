@@ -21,7 +21,7 @@ from libs.contracts.invoices import InvoiceView
 from libs.contracts.money import TaxCategory
 from libs.contracts.orders import FulfilmentLineView, FulfilmentView, OpenInvoice as OpenInvoiceView
 from libs.contracts.orders import OrderLine as OrderLineView
-from libs.contracts.orders import OrderView, OverCreditLimit as OverCreditLimitView, StatusTransition
+from libs.contracts.orders import OrderView, OverCreditLimit as OverCreditLimitView, StatusTransition as StatusTransitionView
 from libs.contracts.pricing import LinesPriced, PricedLine, PriceSource, ProductList as ProductListView, ProductView
 
 Timestamp = Annotated[datetime, Field(description="ISO-8601, UTC (`Z`)")]
@@ -375,7 +375,7 @@ EXAMPLE_ORDER = OrderView(
 )
 EXAMPLE_ORDER = EXAMPLE_ORDER.model_copy(update={
     "order_number": "ACME-000042", "reservation_id": "res_01JD2Z9N0P2Q4R6S8T0V2W4X6Y",
-    "status_transitions": [StatusTransition(status="confirmed", at=_AT)]})
+    "status_transitions": [StatusTransitionView(status="confirmed", at=_AT)]})
 _SHIPPED = _AT + timedelta(days=1)
 _INVOICE = "inv_01JD3A1B3C5D7E9F1G3H5J7K9M"
 # the rice line shipped in full, the milk not yet
@@ -383,14 +383,14 @@ EXAMPLE_FULFILLED_ORDER = EXAMPLE_ORDER.model_copy(update={
     "status": "partially_fulfilled",
     "lines": [EXAMPLE_ORDER.lines[0].model_copy(update={"quantity_fulfilled": 12}), EXAMPLE_ORDER.lines[1]],
     "status_transitions": [*EXAMPLE_ORDER.status_transitions,
-                           StatusTransition(status="partially_fulfilled", at=_SHIPPED)],
+                           StatusTransitionView(status="partially_fulfilled", at=_SHIPPED)],
     "fulfilments": [FulfilmentView(fulfilment_id="SHIP-1001", lines=[FulfilmentLineView(line_id=_LINES[0][0],
                                                                                         quantity=12)],
                                    shipped_at=_SHIPPED, carrier="Knutsford Express", tracking_number="KE-55120",
                                    delivered_at=_SHIPPED + timedelta(hours=5), invoice_id=_INVOICE)]})
 EXAMPLE_CANCELLED_ORDER = EXAMPLE_ORDER.model_copy(update={
     "status": "cancelled", "cancellation_reason": "ordered twice", "cancelled_by": "customer",
-    "status_transitions": [*EXAMPLE_ORDER.status_transitions, StatusTransition(status="cancelled", at=_SHIPPED)]})
+    "status_transitions": [*EXAMPLE_ORDER.status_transitions, StatusTransitionView(status="cancelled", at=_SHIPPED)]})
 _RICE = EXAMPLE_PRICED.lines[0]
 EXAMPLE_INVOICE = InvoiceView(
     invoice_id=_INVOICE, invoice_number="ACME-INV-000017", order_id=_ORDER, order_number="ACME-000042",
