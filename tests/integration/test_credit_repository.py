@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from libs.contracts.credit import ReservationStatus
 from libs.contracts.ids import new_id
 from libs.runtime.database import Database, Scope, Unscoped
-from services.credit.domain import Reservation
-from services.credit.repository import Accounts, Reservations
+from services.credit.domain import Exposure, InvoiceCopy, Reservation
+from services.credit.repository import Accounts, InvoiceCopies, Reservations, UnappliedLedger
 
 
 async def test_every_statement_runs_and_sees_only_its_tenant(stack):
@@ -31,21 +31,83 @@ async def test_every_statement_runs_and_sees_only_its_tenant(stack):
         async with db.transaction(a) as tx:
             accounts, reservations = Accounts(tx.conn), Reservations(tx.conn)
             exposure, existing = await reservations.exposure_and("cus_parent", f"res_{a.tenant_id}")
-            assert exposure == 12_000 and existing.amount == 12_000  # B's reservation on its own cus_parent not counted
+            assert exposure.total == 12_000 and existing.amount == 12_000  # B's reservation on its own cus_parent not counted
             assert (await reservations.exposure_and("cus_parent", f"res_{b.tenant_id}"))[1] is None
             customer, bill_to, view_exposure = await accounts.view("cus_buyer")
-            assert (customer.bill_to_id, bill_to.limit, view_exposure) == ("cus_parent", 50_000, 12_000)
+            assert (customer.bill_to_id, bill_to.limit, view_exposure.total) == ("cus_parent", 50_000, 12_000)
             assert (await reservations.get_for_update(f"tomb_{a.tenant_id}")).status is ReservationStatus.RELEASED
             await reservations.release(f"res_{a.tenant_id}", _now())
-            assert await reservations.exposure("cus_parent") == 0
+            assert (await reservations.exposure("cus_parent")).total == 0
             assert await accounts.get("cus_nobody") is None
             unknown_target, none = await accounts.lock_bill_to("cus_new", "cus_new")
             assert (unknown_target, none) == ("cus_new", None)
         async with db.transaction(b) as tx:
-            assert await Reservations(tx.conn).exposure("cus_parent") == 12_000  # A's release did not touch B
+            assert (await Reservations(tx.conn).exposure("cus_parent")).total == 12_000  # A's release: not B's
     finally:
         async with db.transaction(Unscoped("test clean-up")) as tx:
             for table in ("reservations", "accounts"):
+                await tx.conn.execute(f"DELETE FROM {table} WHERE tenant_id = ANY($1::text[])", [a.tenant_id, b.tenant_id])
+        await db.close()
+
+
+D = [datetime(2026, 12, d, tzinfo=UTC) for d in range(1, 31)]
+
+
+def _copy(invoice_id, amount_due, version=1, status="open", due_at=None, issued_at=D[0], captured=None, total=None):
+    return InvoiceCopy(invoice_id, "cus_parent", status, total or amount_due, amount_due, issued_at, version,
+                       "ORD-INV-000001", due_at, False, "res_1", captured)
+
+
+async def test_exposure_counts_what_is_held_invoiced_and_unapplied_in_each_tenant_alone(stack):
+    """The new tables (invoice copies, the unapplied ledger) and the captured / version columns, under RLS."""
+    db = Database(stack.dsns["credit"], max_size=2)
+    a, b = Scope(new_id("ten"), False), Scope(new_id("ten"), False)
+    try:
+        async with db.transaction(a) as tx:
+            accounts, reservations = Accounts(tx.conn), Reservations(tx.conn)
+            invoices, ledger = InvoiceCopies(tx.conn), UnappliedLedger(tx.conn)
+            await accounts.upsert_credit_limit("cus_parent", 100_000, "JMD")
+            r = Reservation("res_" + a.tenant_id[4:], "cus_parent", 30_000, ReservationStatus.RESERVED, "JMD",
+                            "cus_parent", "chk_1")
+            assert await reservations.reserve(r, _now()) == 1  # the account's version after it
+            assert await reservations.reserve(r, _now()) is None  # the same id again: no second bump
+            await reservations.set_captured(r.reservation_id, 12_345)
+            assert (await reservations.get(r.reservation_id)).held == 17_655
+            await invoices.put(_copy("inv_a", 12_345, due_at=D[20], captured=12_345))
+            await invoices.put(_copy("inv_b", 5_000, due_at=D[5]))
+            await invoices.put(_copy("inv_c", 7_000))  # cod: no due date yet
+            await invoices.put(_copy("inv_d", 0, status="paid", total=4_000))
+            await invoices.put(_copy("inv_b", 3_000, version=2, due_at=D[5]))  # a newer version replaces the copy
+            assert (await invoices.get("inv_b")).amount_due == 3_000
+            assert [inv.invoice_id for inv in await invoices.open_for("cus_parent")] == ["inv_b", "inv_a", "inv_c"]
+            assert await ledger.add("pay_1", "", "cus_parent", 4_000, _now())
+            assert not await ledger.add("pay_1", "", "cus_parent", 4_000, _now())  # once per payment
+            assert await ledger.add("pay_1", "inv_c", "cus_parent", -1_500, _now())
+            assert await ledger.add("pay_2", "inv_b", "cus_parent", -500, _now())  # before its own excess: 0
+            exposure, _ = await reservations.exposure_and("cus_parent", r.reservation_id)
+            assert exposure == Exposure(held=17_655, invoiced=12_345 + 3_000 + 7_000, unapplied=2_500)
+            assert exposure.total == 37_500
+            version, account, touched = await accounts.touch("cus_parent", "JMD")
+            assert (version, account.limit, touched) == (2, 100_000, exposure)
+            locked = await accounts.lock("cus_new", "JMD")  # an event for an account with no row creates it
+            assert (locked.bill_to_id, locked.customer_known, locked.credit_limit) == ("cus_new", False, None)
+            assert (await accounts.touch("cus_new", "JMD"))[0] == 1
+            assert await accounts.lock_for_reservation(r.reservation_id, "cus_other") == "cus_parent"
+            assert await accounts.lock_for_reservation("res_unknown", "cus_other") == "cus_other"
+            _, _, view_exposure = await accounts.view("cus_parent")
+            assert view_exposure == exposure
+        async with db.transaction(b) as tx:  # B sees none of A's copies, ledger, reservations or versions
+            reservations, invoices = Reservations(tx.conn), InvoiceCopies(tx.conn)
+            assert await reservations.exposure("cus_parent") == Exposure()
+            assert await invoices.get("inv_a") is None and await invoices.open_for("cus_parent") == []
+            assert await UnappliedLedger(tx.conn).add("pay_1", "", "cus_parent", 100, _now())  # B's own pay_1
+            assert (await reservations.exposure("cus_parent")).unapplied == 100
+            assert (await Accounts(tx.conn).touch("cus_parent", "JMD"))[0] == 1
+        async with db.transaction(a) as tx:
+            assert (await Reservations(tx.conn).exposure("cus_parent")).unapplied == 2_500
+    finally:
+        async with db.transaction(Unscoped("test clean-up")) as tx:
+            for table in ("reservations", "accounts", "invoice_copies", "unapplied_credit"):
                 await tx.conn.execute(f"DELETE FROM {table} WHERE tenant_id = ANY($1::text[])", [a.tenant_id, b.tenant_id])
         await db.close()
 
