@@ -1,7 +1,15 @@
 """Credit's repositories through real PostgreSQL with row-level security: each statement runs, and sees only its
 tenant's rows."""
 
+import asyncio
 from datetime import UTC, datetime
+
+from libs.contracts import credit as c
+from libs.contracts import invoices as i
+from libs.contracts.envelope import Envelope
+from libs.contracts.erp import CreditLimitUpsert
+from services.credit import handlers
+from services.credit.unit_of_work import CreditUnitOfWork
 
 from libs.contracts.credit import ReservationStatus
 from libs.contracts.ids import new_id
@@ -109,6 +117,90 @@ async def test_exposure_counts_what_is_held_invoiced_and_unapplied_in_each_tenan
         async with db.transaction(Unscoped("test clean-up")) as tx:
             for table in ("reservations", "accounts", "invoice_copies", "unapplied_credit"):
                 await tx.conn.execute(f"DELETE FROM {table} WHERE tenant_id = ANY($1::text[])", [a.tenant_id, b.tenant_id])
+        await db.close()
+
+
+def _invoice(invoice_id, total, reservation_id, paid=0) -> i.InvoiceIssued:
+    view = i.InvoiceView(invoice_id=invoice_id, invoice_number="ORD-INV-000001", order_id="ord_1",
+                         customer_id="cus_parent", bill_to_id="cus_parent", fulfilment_id="ful_1",
+                         status="paid" if paid == total else "open", terms="net_30", currency="JMD", subtotal=total,
+                         tax=0, total=total, amount_paid=paid, amount_due=total - paid, lines=[], issued_at=D[0])
+    return i.InvoiceIssued(invoice=view, reservation_id=reservation_id)
+
+
+async def _handle(db, scope, handler, payload, version=None):
+    """One message through its handler on a real transaction, as the dispatcher runs it: (reply, events)."""
+    env = Envelope(tenant_id=scope.tenant_id, livemode=scope.livemode, payload=payload, aggregate_version=version)
+    async with db.transaction(scope) as tx:
+        uow = CreditUnitOfWork(tx.conn, scope, env)
+        reply = await handler(payload, uow)
+    return reply, [e for _, _, e in uow.outbox.envelopes]
+
+
+async def test_concurrent_reserves_and_captures_on_one_account_give_versions_without_gaps(stack):
+    """Reserves (credit.commands.v1) and captures (invoices.events.v1, another partition and consumer) of one
+    bill-to account, at once on four connections: each takes the account's row lock first, so the versions are
+    1..n with no gap and each event's exposure is the one after exactly the changes before it."""
+    db = Database(stack.dsns["credit"], max_size=4)
+    scope = Scope(new_id("ten"), False)
+    try:
+        await _handle(db, scope, handlers.upsert_credit_limit,
+                      CreditLimitUpsert(customer_id="cus_parent", limit=10_000_000))
+        first = [c.ReserveCredit(reservation_id=f"res_a{n}", checkout_id="chk_1", customer_id="cus_parent",
+                                 bill_to_id="cus_parent", amount=1_000 + n, currency="JMD") for n in range(8)]
+        for cmd in first:
+            await _handle(db, scope, handlers.reserve_credit, cmd)
+        more = [c.ReserveCredit(reservation_id=f"res_b{n}", checkout_id="chk_1", customer_id="cus_parent",
+                                bill_to_id="cus_parent", amount=500, currency="JMD") for n in range(8)]
+        captures = [_handle(db, scope, handlers.invoice_issued, _invoice(f"inv_{n}", 600, f"res_a{n}"), version=1)
+                    for n in range(8)]
+        results = await asyncio.gather(*captures, *(_handle(db, scope, handlers.reserve_credit, m) for m in more))
+        events = sorted((e for _, emitted in results for e in emitted), key=lambda e: e.aggregate_version)
+        assert [e.aggregate_version for e in events] == list(range(9, 25))
+        exposure = sum(1_000 + n for n in range(8))
+        for e in events:  # captures move held into invoiced (the sum stays); a reserve adds its amount
+            exposure += e.payload.amount if isinstance(e.payload, c.CreditReserved) else 0
+            assert e.payload.exposure == exposure, e.payload
+        view, _ = await _handle(db, scope, handlers.get_credit_account, c.GetCreditAccount(customer_id="cus_parent"))
+        assert view.exposure == exposure == 8_028 + 8 * 500 and len(view.open_invoices) == 8
+    finally:
+        async with db.transaction(Unscoped("test clean-up")) as tx:
+            for table in ("reservations", "accounts", "invoice_copies", "unapplied_credit"):
+                await tx.conn.execute(f"DELETE FROM {table} WHERE tenant_id = $1", scope.tenant_id)
+        await db.close()
+
+
+async def test_the_handlers_through_postgresql_capture_pay_and_release_once(stack):
+    db = Database(stack.dsns["credit"], max_size=2)
+    scope = Scope(new_id("ten"), False)
+    try:
+        reserved, _ = await _handle(db, scope, handlers.reserve_credit, c.ReserveCredit(
+            reservation_id="res_1", checkout_id="chk_1", customer_id="cus_parent", bill_to_id="cus_parent",
+            amount=0, currency="JMD"))  # no limit record: only nothing fits, and it makes the account's row
+        assert reserved.exposure == 0
+        _, events = await _handle(db, scope, handlers.invoice_issued, _invoice("inv_a", 12_345, "res_1"), version=1)
+        assert [(e.payload.cause, e.payload.exposure, e.aggregate_version) for e in events] == [("captured", 12_345, 2)]
+        _, again = await _handle(db, scope, handlers.invoice_issued, _invoice("inv_a", 12_345, "res_1"), version=1)
+        assert again == []
+        unapplied = i.PaymentUnapplied(payment_id="pay_1", bill_to_id="cus_parent", amount=345, currency="JMD")
+        _, events = await _handle(db, scope, handlers.payment_unapplied, unapplied, version=1)
+        assert [(e.payload.exposure, e.payload.unapplied, e.aggregate_version) for e in events] == [(12_000, 345, 3)]
+        paid = _invoice("inv_a", 12_345, None, paid=12_345).invoice
+        applied = i.PaymentApplied(payment_id="pay_2", invoice_id="inv_a", amount=12_345, bill_to_id="cus_parent",
+                                   invoice=paid)
+        _, events = await _handle(db, scope, handlers.payment_applied, applied, version=2)
+        assert [(e.payload.exposure, e.aggregate_version) for e in events] == [(0, 4)]
+        _, none = await _handle(db, scope, handlers.invoice_paid, i.InvoicePaid(invoice=paid), version=3)
+        assert none == []
+        released, events = await _handle(db, scope, handlers.release_credit,
+                                         c.ReleaseCredit(reservation_id="res_1", bill_to_id="cus_parent"))
+        assert (released.amount, events) == (0, [])
+        view, _ = await _handle(db, scope, handlers.get_credit_account, c.GetCreditAccount(customer_id="cus_parent"))
+        assert (view.exposure, view.unapplied, view.open_invoices, view.limit) == (0, 345, [], 0)
+    finally:
+        async with db.transaction(Unscoped("test clean-up")) as tx:
+            for table in ("reservations", "accounts", "invoice_copies", "unapplied_credit"):
+                await tx.conn.execute(f"DELETE FROM {table} WHERE tenant_id = $1", scope.tenant_id)
         await db.close()
 
 
