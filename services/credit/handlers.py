@@ -15,7 +15,7 @@ from libs.contracts.errors import ErrorCode
 from libs.contracts.orders import OpenInvoice
 
 from . import domain
-from .domain import CreditAccount, Exposure, InvoiceCopy, Reservation
+from .domain import CreditAccount, InvoiceCopy, Reservation
 from .unit_of_work import CreditUnitOfWork
 
 
@@ -203,11 +203,12 @@ invoice_overdue = _follows("invoice_overdue")
 async def payment_applied(evt: i.PaymentApplied, uow: CreditUnitOfWork) -> None:
     """A payment lowered an invoice's amount due; from unapplied credit, the ledger records the use (once per
     payment and invoice), so the sum of exposure moves by the payment only when it is new money."""
-    changed = await _follow(evt.invoice, uow)
+    inv = evt.invoice  # its bill-to is the account locked, whose credit a use of unapplied credit was
+    changed = await _follow(inv, uow)
     if evt.source == "unapplied":
-        changed |= await uow.unapplied.add(evt.payment_id, evt.invoice_id, evt.bill_to_id, -evt.amount, uow.now)
+        changed |= await uow.unapplied.add(evt.payment_id, inv.invoice_id, inv.bill_to_id, -evt.amount, uow.now)
     if changed:
-        await _announce(uow, evt.bill_to_id, evt.invoice.currency, "payment_applied", invoice_id=evt.invoice_id,
+        await _announce(uow, inv.bill_to_id, inv.currency, "payment_applied", invoice_id=inv.invoice_id,
                         payment_id=evt.payment_id)
 
 
