@@ -30,6 +30,8 @@ class Account(Base, table=True):
     currency: str = DEFAULT_CURRENCY
     # False while only a limit record has arrived: bill_to_id is then a placeholder (itself)
     customer_known: bool = False
+    # +1 per exposure change, = aggregate_version of its event on credit.events.v1 (docs/credit.md)
+    version: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
 
 
 class Reservation(Base, table=True):
@@ -37,7 +39,8 @@ class Reservation(Base, table=True):
 
     __tablename__ = "reservations"
     __table_args__ = (sa.Index("reservations_by_account", "tenant_id", "livemode", "bill_to_id", "status"),
-                      sa.Index("reservations_open_by_bill_to", "bill_to_id", postgresql_where=sa.text("status = 'reserved'")))
+                      sa.Index("reservations_holding_by_bill_to", "bill_to_id",
+                               postgresql_where=sa.text("status = 'reserved' AND captured < amount")))
     reservation_id: str = Field(primary_key=True)
     tenant_id: str
     livemode: bool
@@ -45,10 +48,50 @@ class Reservation(Base, table=True):
     customer_id: str | None = None  # None only on a tombstone
     checkout_id: str | None = None  # None only on a tombstone
     amount: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # what invoices of the order took (InvoiceIssued): held = amount − captured while reserved
+    captured: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
     currency: str | None = None  # None only on a tombstone
     status: str = "reserved"  # reserved | released
     created_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
     released_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True))
+
+
+class InvoiceCopy(Base, table=True):
+    """Credit's copy of one of orders' invoices (invoices.events.v1), as of its `version`; never read from orders."""
+
+    __tablename__ = "invoice_copies"
+    __table_args__ = (sa.Index("invoice_copies_by_id", "invoice_id"),
+                      sa.Index("invoice_copies_open_by_bill_to", "bill_to_id", postgresql_where=sa.text("status = 'open'")))
+    tenant_id: str = Field(primary_key=True)
+    livemode: bool = Field(primary_key=True)
+    invoice_id: str = Field(primary_key=True)
+    bill_to_id: str
+    invoice_number: str | None = None
+    status: str  # open | paid | void
+    total: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    amount_due: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    issued_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    due_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True))
+    overdue: bool = False
+    version: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))  # the invoice's aggregate_version
+    reservation_id: str | None = None
+    # what its InvoiceIssued took from the reservation; NULL until that event is applied
+    captured: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+
+
+class UnappliedEntry(Base, table=True):
+    """The unapplied-credit ledger: a payment's excess (+amount, invoice_id '') and each use of it by an invoice
+    (−amount); one row per (payment, invoice), so a repeated event adds nothing."""
+
+    __tablename__ = "unapplied_credit"
+    __table_args__ = (sa.Index("unapplied_credit_by_bill_to", "bill_to_id", "payment_id"),)
+    tenant_id: str = Field(primary_key=True)
+    livemode: bool = Field(primary_key=True)
+    payment_id: str = Field(primary_key=True)
+    invoice_id: str = Field(primary_key=True)  # '' for the excess itself
+    bill_to_id: str
+    amount: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))  # + excess, − used by the invoice
+    recorded_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
 
 
 metadata = Base.metadata
