@@ -79,7 +79,7 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
 def run(make_spec: Callable[[], ServiceSpec]) -> None:
     """Entry point of `python -m services.<name>`."""
     spec = make_spec()
-    setup_logging(spec.name, spec.settings.log_level)
+    setup_logging(spec.name, spec.settings.log_level, spec.settings.log_format, spec.settings.instance_id)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -61,7 +61,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 def main() -> None:
     settings = load_settings()
-    setup_logging("gateway", settings.log_level)
+    setup_logging("gateway", settings.log_level, settings.log_format, settings.instance_id)
 
     async def run() -> None:
         stop = asyncio.Event()
