@@ -15,18 +15,21 @@ any field — even inside a malformed header.
 
 import contextvars
 import logging
+import os
 import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NoReturn
 
 from pythonjsonlogger.core import RESERVED_ATTRS, merge_record_extra
 from pythonjsonlogger.json import JsonFormatter
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from libs.contracts.envelope import Envelope
 
 LogFormat = Literal["json", "text"]
@@ -188,3 +191,19 @@ def setup_logging(service: str, level: str = "INFO", log_format: LogFormat = "js
     # broker link (libs/runtime/broker.py) logs each change of the broker's state once instead
     for noisy in ("aiokafka", "aiokafka.consumer.group_coordinator"):
         logging.getLogger(noisy).setLevel(max(logging.CRITICAL, root.level))
+
+
+def refuse_to_start(service: str, error: "ValidationError", env_prefix: str) -> NoReturn:
+    """Settings the process cannot start with: one CRITICAL record naming each variable and what is wrong
+    with it (never its value: it may be a secret), in the format the environment asks for; exit 1."""
+    def variable(loc: tuple) -> str:
+        name = "_".join(str(p) for p in loc).upper() or "SETTINGS"
+        return name if name.startswith("HARMON_") else f"{env_prefix}{name}"  # common ones carry their alias
+
+    problems = "; ".join(f"{variable(e['loc'])}: {e['msg']}"
+                         for e in error.errors(include_url=False, include_input=False))
+    log_format = os.environ.get("HARMON_LOG_FORMAT", "").strip().lower()
+    setup_logging(service, "INFO", log_format if log_format in LOG_FORMATS else "json",  # type: ignore[arg-type]
+                  os.environ.get("HARMON_INSTANCE_ID", "-"))
+    logging.getLogger(f"harmon.{service}").critical("%s: refusing to start with these settings: %s", service, problems)
+    sys.exit(1)

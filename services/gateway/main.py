@@ -4,12 +4,11 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from libs.runtime.logs import setup_logging
+from libs.runtime.logs import refuse_to_start, setup_logging
 
 from .app import create_app
 from .config import Settings
@@ -25,11 +24,7 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as e:
-        problems = "\n".join(
-            f"  HARMON_GATEWAY_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: {err['msg']}"
-            for err in e.errors(include_url=False, include_input=False)
-        )
-        sys.exit(f"gateway: refusing to start with these settings:\n{problems}")
+        refuse_to_start("gateway", e, "HARMON_GATEWAY_")
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
