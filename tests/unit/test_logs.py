@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -54,7 +55,7 @@ def configure() -> Iterator:
     """Configure logging as a service does (into a buffer, not stderr); returns the capture."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    hooks = sys.excepthook, sys.unraisablehook
+    hooks = sys.excepthook, sys.unraisablehook, threading.excepthook
 
     def configure(log_format: str = "json") -> Captured:
         setup_logging("gateway", "DEBUG", log_format, "gw-1")  # type: ignore[arg-type]
@@ -67,7 +68,7 @@ def configure() -> Iterator:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
-        sys.excepthook, sys.unraisablehook = hooks
+        sys.excepthook, sys.unraisablehook, threading.excepthook = hooks
         logging.captureWarnings(False)
 
 
