@@ -26,7 +26,7 @@ from . import inbox
 from .context import Route, ServiceContext
 from .database import Scope, Unscoped
 from .failures import BrokerUnavailable, DependencyDown, FailureClass, PermanentFailure, classify, failure_code
-from .logs import request_id_var
+from .logs import enter_message, leave_message
 from .parking import Parking, Record
 from .tracing import consuming, headers_for
 from .unit_of_work import OutgoingMessage, derive
@@ -103,7 +103,7 @@ class Dispatcher:
             await self.dead_letter(rec, d.reason, d.detail, attempts=attempts)
             return "done", ""
         env, route = d
-        outcome, error, _ = await self.attempt(rec.topic, env, route, 0)
+        outcome, error, _ = await self.attempt(rec, env, route, 0)
         if outcome is None:
             return "done", ""
         if outcome is FailureClass.DOWN:
@@ -127,7 +127,7 @@ class Dispatcher:
                 for rec, env, route in items:
                     await tx.rescope(_scope(env))
                     uow = ctx.unit_of_work(tx.conn, tx.scope, env, settings=ctx.settings)
-                    token = request_id_var.set(env.request_id or "-")
+                    token = enter_message(env, rec.topic, rec.partition, rec.offset)
                     started = time.perf_counter()
                     with consuming(rec.topic, env.type, env.message_id, env.traceparent, env.request_id):
                         try:
@@ -139,7 +139,7 @@ class Dispatcher:
                             # statement of it failed, the transaction is aborted and the bookkeeping fails: redo)
                             reply = r.failure()
                         finally:
-                            request_id_var.reset(token)
+                            leave_message(token)
                         row = _reply_row(env, reply) if reply is not None else None
                     timings.append((env.type, time.perf_counter() - started))
                     observations += uow.observations
@@ -189,7 +189,7 @@ class Dispatcher:
                                             "behind a parked message of the same key", failed=False)
                     self.ctx.metrics.parked_total.labels(topic=rec.topic).inc()
                     return
-        outcome, error, attempts = await self.attempt(rec.topic, env, route, self.ctx.settings.quick_retries)
+        outcome, error, attempts = await self.attempt(rec, env, route, self.ctx.settings.quick_retries)
         if outcome is None:
             return
         if outcome is FailureClass.DOWN:
@@ -247,11 +247,11 @@ class Dispatcher:
             return Unreadable("unhandled_type", f"{env.type} is not handled on {rec.topic} by {self.ctx.name}")
         return env, route
 
-    async def attempt(self, topic: str, env: Envelope, route: Route,
+    async def attempt(self, rec: Record, env: Envelope, route: Route,
                       quick_retries: int) -> tuple[FailureClass | None, BaseException | None, int]:
         """Run the message alone, retrying a transient failure `quick_retries` times: (None, None, n) when done."""
-        ctx = self.ctx
-        token = request_id_var.set(env.request_id or "-")
+        ctx, topic = self.ctx, rec.topic
+        token = enter_message(env, rec.topic, rec.partition, rec.offset)
         try:
             attempt = 0
             while True:
@@ -279,7 +279,7 @@ class Dispatcher:
                              type(e).__name__, e, attempt)
                     await asyncio.sleep(QUICK_RETRY_DELAYS_S[attempt - 1])
         finally:
-            request_id_var.reset(token)
+            leave_message(token)
 
     async def refuse(self, rec: Record, env: Envelope, error: BaseException | None, attempts: int) -> None:
         """A permanent failure: the caller gets its catalogue failure now, the message goes to the DLT."""

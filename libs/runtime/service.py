@@ -7,13 +7,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from libs.contracts.topics import all_topic_names
 
 from .broker import BrokerLink
 from .context import ServiceContext
 from .database import Database
 from .health import HealthServer
-from .logs import setup_logging
+from .logs import refuse_to_start, setup_logging
 from .metrics import Metrics
 from .migrations import head_revision, known_revisions
 from .outbox import Outbox
@@ -81,8 +83,12 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event) -> None:
 
 def run(make_spec: Callable[[], ServiceSpec]) -> None:
     """Entry point of `python -m services.<name>`."""
-    spec = make_spec()
-    setup_logging(spec.name, spec.settings.log_level)
+    try:
+        spec = make_spec()
+    except ValidationError as e:  # a traceback would be several raw lines, and pydantic's would echo the values
+        name = make_spec.__module__.removeprefix("services.").split(".")[0]
+        refuse_to_start(name, e, f"HARMON_{name.upper()}_")
+    setup_logging(spec.name, spec.settings.log_level, spec.settings.log_format, spec.settings.instance_id)
     tracing.configure(spec.name, spec.settings.instance_id)
 
     async def main() -> None:

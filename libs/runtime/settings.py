@@ -40,6 +40,8 @@ class ServiceSettings(BaseSettings):
     broker_mode: Literal["embedded", "external"] = Field("embedded", validation_alias=_common("broker_mode"))
     partitions: int = Field(8, ge=1, validation_alias=_common("partitions"))
     log_level: str = Field("INFO", validation_alias=_common("log_level"))
+    # json: one object per line for a log store (libs/runtime/logs.py); text: a human line
+    log_format: Literal["json", "text"] = Field("json", validation_alias=_common("log_format"))
     instance_id: str = Field(default_factory=lambda: secrets.token_hex(4), validation_alias=_common("instance_id"))
     # attempts of a parked message (each after a growing backoff); after this many it goes to `<topic>.dlt`
     max_attempts: int = Field(5, ge=1, validation_alias=_common("max_attempts"))

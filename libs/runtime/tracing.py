@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
 
+from .logs import add_context
+
 log = logging.getLogger("harmon.tracing")
 
 TRACEPARENT = "traceparent"
@@ -53,8 +55,16 @@ def configure(service: str, instance: str, *, http_server: bool = False) -> bool
         from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
         AioHttpServerInstrumentor().instrument(tracer_provider=provider)
     use(provider)
+    add_context(_log_fields)  # every log record of a traced span names it
     log.info("tracing on: spans exported with OTLP/HTTP")
     return True
+
+
+def _log_fields() -> dict[str, str]:
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return {}
+    return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
 
 
 def use(provider: trace.TracerProvider | None) -> None:

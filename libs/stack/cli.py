@@ -19,12 +19,14 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from libs.contracts.topics import all_topic_names
+from libs.runtime.logs import LOG_FORMATS, SafeFormatter, setup_logging
 
 from .admin_cli import add_admin_parsers
 from .databases import migrate
@@ -152,7 +154,7 @@ async def run_migrate(args: argparse.Namespace) -> int:
     services = args.services or list(SERVICES)
     unknown = [s for s in services if s not in SERVICES]
     if unknown:
-        print(f"harmon migrate: unknown services {', '.join(unknown)}; known: {', '.join(SERVICES)}", file=sys.stderr)
+        log.error("harmon migrate: unknown services %s; known: %s", ", ".join(unknown), ", ".join(SERVICES))
         return 2
     wanted = ["HARMON_KAFKA_BOOTSTRAP", *(f"HARMON_{s.upper()}_DATABASE_URL" for s in services)]
     missing = [name for name in wanted if not os.environ.get(name)]
@@ -160,8 +162,8 @@ async def run_migrate(args: argparse.Namespace) -> int:
     if missing or isinstance(partitions, str):
         problems = ([f"missing environment variables: {', '.join(missing)}"] if missing else []) + \
                    ([partitions] if isinstance(partitions, str) else [])
-        print("harmon migrate: " + "; ".join(problems) + "\n(external mode: HARMON_KAFKA_BOOTSTRAP is the "
-              "broker, HARMON_<SERVICE>_DATABASE_URL each service's own database)", file=sys.stderr)
+        log.error("harmon migrate: %s (external mode: HARMON_KAFKA_BOOTSTRAP is the broker, "
+                  "HARMON_<SERVICE>_DATABASE_URL each service's own database)", "; ".join(problems))
         return 2
     bootstrap = os.environ["HARMON_KAFKA_BOOTSTRAP"]
     try:
@@ -169,9 +171,9 @@ async def run_migrate(args: argparse.Namespace) -> int:
         log.info("%d topics present with %d partitions on %s", len(all_topic_names()), partitions, bootstrap)
         await migrate({s: os.environ[f"HARMON_{s.upper()}_DATABASE_URL"] for s in services})
     except Exception as exc:
-        print(f"harmon migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        log.error("harmon migrate: %s: %s", type(exc).__name__, exc)
         return 1
-    print(f"harmon migrate: topics ready ({partitions} partitions), databases migrated: {', '.join(services)}")
+    log.info("harmon migrate: topics ready (%d partitions), databases migrated: %s", partitions, ", ".join(services))
     return 0
 
 
@@ -268,13 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setup_cli_logging(verbose: bool) -> None:
+    """A human line on a terminal, JSON lines otherwise (the migrate job of a deployment, a captured run);
+    `HARMON_LOG_FORMAT` decides when set (docs/operations.md, "Logs")."""
+    log_format = os.environ.get("HARMON_LOG_FORMAT", "").strip().lower() or ("text" if sys.stderr.isatty() else "json")
+    if log_format not in LOG_FORMATS:
+        sys.exit(f"harmon: HARMON_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    setup_logging("harmon", "DEBUG" if verbose else "INFO", log_format,  # type: ignore[arg-type]
+                  os.environ.get("HARMON_INSTANCE_ID") or socket.gethostname(),
+                  text=SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    for noisy in ("alembic", "aiokafka", "aiokafka.consumer.group_coordinator"):
+        logging.getLogger(noisy).setLevel(logging.NOTSET if verbose else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not args.verbose:
-        for noisy in ("alembic", "aiokafka"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_cli_logging(args.verbose)
     command: Callable[[argparse.Namespace], Any] = args.run
     sys.exit(asyncio.run(command(args)))
 

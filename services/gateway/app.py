@@ -83,7 +83,8 @@ def request_context_middleware() -> web.middleware:
             elapsed = time.perf_counter() - started
             caller = request.get(CALLER)
             access_log.info("%s %s %d %.1fms%s", request.method, request.path, status, elapsed * 1000,
-                            f" key={caller.hint}" if caller else "")
+                            f" key={caller.hint}" if caller else "",
+                            extra={"tenant_id": caller.tenant_id, "livemode": caller.livemode} if caller else None)
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
             m = request.app[HTTP_METRICS]

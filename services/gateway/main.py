@@ -4,13 +4,12 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from libs.runtime import tracing
-from libs.runtime.logs import setup_logging
+from libs.runtime.logs import refuse_to_start, setup_logging
 
 from .app import create_app
 from .config import Settings
@@ -26,11 +25,7 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as e:
-        problems = "\n".join(
-            f"  HARMON_GATEWAY_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: {err['msg']}"
-            for err in e.errors(include_url=False, include_input=False)
-        )
-        sys.exit(f"gateway: refusing to start with these settings:\n{problems}")
+        refuse_to_start("gateway", e, "HARMON_GATEWAY_")
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
@@ -62,7 +57,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 def main() -> None:
     settings = load_settings()
-    setup_logging("gateway", settings.log_level)
+    setup_logging("gateway", settings.log_level, settings.log_format, settings.instance_id)
     tracing.configure("gateway", settings.instance_id, http_server=True)
 
     async def run() -> None:

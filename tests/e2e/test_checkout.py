@@ -8,6 +8,9 @@ from libs.contracts.erp import CreditLimitUpsert, PriceUpsert, ProductUpsert
 from libs.contracts.fields import MAX_AMOUNT
 from libs.contracts.ids import new_id
 
+from libs.contracts.topics import ORDERS_EVENTS
+from tests.logscan import assert_json_logs, read_records
+
 from .conftest import FIVE_OIL_CARTS, OIL_CART_TOTAL, erp_settled
 
 pytestmark = pytest.mark.e2e
@@ -163,9 +166,37 @@ async def test_request_id_travels_with_the_messages_it_causes(store, shop, stack
     placed = await store.call("POST", "/v1/checkout", json={"cart_id": cart["id"]}, token=token,
                               headers={"X-Request-Id": rid, "Idempotency-Key": new_id("k")})
     assert placed.status == 201 and placed.headers["Request-Id"] == rid
-    # the notifier, three messages away (gateway → orders → OrderConfirmed), logs under the same id
-    line = f"request_id={rid} recorded order.confirmed for {placed.body['id']}"
-    await until(lambda: line in stack.log_path("notifier").read_text(), timeout=10, message=line)
+    # the notifier, three messages away (gateway → orders → OrderConfirmed), logs under the same id, with the
+    # message it handles
+    said = f"recorded order.confirmed for {placed.body['id']}"
+    [record] = await until(lambda: [r for r in read_records(stack.log_path("notifier")) if r["message"] == said],
+                           timeout=10, message=said)
+    assert record["request_id"] == rid, record
+    assert (record["tenant_id"], record["livemode"], record["topic"]) == (shop.tenant_id, False, ORDERS_EVENTS.name)
+    assert isinstance(record["partition"], int) and isinstance(record["offset"], int) and record["message_id"]
+    assert (record["service"], record["logger"]) == ("notifier", "harmon.notifier")
+
+
+async def test_every_line_each_service_logged_is_a_json_record_without_secrets(store, shop, stack, until):
+    """The six processes' logs as a log store reads them, after the flow ran through each of them."""
+    token = await store.token(shop.big)
+    cart = await store.cart_with(token, OIL_1)
+    placed = await store.call("POST", "/v1/checkout", json={"cart_id": cart["id"]}, token=token,
+                              headers={"Idempotency-Key": new_id("k")})
+    assert placed.status == 201, placed.body
+    said = f"recorded order.confirmed for {placed.body['id']}"
+    await until(lambda: any(r["message"] == said for r in read_records(stack.log_path("notifier"))), timeout=10,
+                message=said)
+    logs = [stack.log_path(s) for s in stack.services]
+    assert_json_logs(*logs)
+    records = [r for log in logs for r in read_records(log)]
+    assert {r["service"] for r in records} == set(stack.services), "every service wrote records"
+    instances = {s: stack.service_env(s)["HARMON_INSTANCE_ID"] for s in stack.services}
+    assert all(r["instance"] == instances[r["service"]] for r in records), "each process names its instance"
+    handled = [r for r in records if r["service"] != "gateway" and "message_id" in r]
+    assert handled and all({"tenant_id", "livemode", "topic", "partition", "offset"} <= set(r) for r in handled)
+    access = [r for r in records if r["logger"] == "harmon.gateway.access" and r.get("tenant_id") == shop.tenant_id]
+    assert access and all(r["request_id"].startswith("req_") and r["livemode"] is False for r in access)
 
 
 async def _publish_big_items(erp, stack, shop) -> None:

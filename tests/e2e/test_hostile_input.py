@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from libs.contracts.ids import new_id
+from tests.logscan import assert_json_logs, read_records
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +60,9 @@ def gateway_log(stack) -> str:
     return stack.log_path("gateway").read_bytes().decode(errors="replace")
 
 
-def lines_of(stack, request_id: str) -> list[str]:
-    return [line for line in gateway_log(stack).split("\n") if f"request_id={request_id} " in line]
+def records_of(stack, request_id: str) -> list[dict]:
+    """The gateway's log records of one request (its JSON field: a record without it is none of them)."""
+    return [r for r in read_records(stack.log_path("gateway")) if r.get("request_id") == request_id]
 
 
 async def test_malformed_headers_are_400_header_invalid_without_echoing_or_logging_the_bytes(store, shop, stack,
@@ -81,11 +83,12 @@ async def test_malformed_headers_are_400_header_invalid_without_echoing_or_loggi
         request_ids[name] = error["request_id"]
     assert len(set(request_ids.values())) == len(request_ids), "a fresh Request-Id for each"
 
-    # one line each, naming the error's class only
+    # one record each, naming the error's class only
     for name, request_id in request_ids.items():
-        [line] = await until(lambda: lines_of(stack, request_id), timeout=10, message=f"{name} logged")
-        assert re.search(r"refused a malformed request from 127\.0\.0\.1 \((BadHttpMessage|LineTooLong|"
-                         r"BadStatusLine|InvalidHeader)\)$", line), (name, line)
+        [record] = await until(lambda: records_of(stack, request_id), timeout=10, message=f"{name} logged")
+        assert re.fullmatch(r"refused a malformed request from 127\.0\.0\.1 \((BadHttpMessage|LineTooLong|"
+                            r"BadStatusLine|InvalidHeader)\)", record["message"]), (name, record)
+    assert_json_logs(stack.log_path("gateway"))  # every line a record, no key or token in any field
     log = gateway_log(stack)
     assert secret_part not in log and secret_part[:16] not in log and token[:40] not in log
     assert "Error handling request" not in log, "aiohttp.server logged a refused request with its bytes"
@@ -99,9 +102,11 @@ async def test_a_forged_newline_in_the_path_stays_inside_its_log_line(store, sho
     status, headers, body = await exchange(stack, raw.encode())
     assert (status, json.loads(body)["error"]["code"]) == (404, "resource_missing")
 
-    lines = await until(lambda: lines_of(stack, headers["request-id"]), timeout=10, message="the request logged")
-    assert any(f"GET /v1/carts/cart_X\\n{FORGED} 404" in line for line in lines), lines
+    records = await until(lambda: records_of(stack, headers["request-id"]), timeout=10, message="the request logged")
+    # the newline is inside the record's message (JSON-escaped in the file), not a record of its own
+    assert any(r["message"].startswith(f"GET /v1/carts/cart_X\n{FORGED} 404 ") for r in records), records
     assert not any(line.startswith(FORGED) for line in gateway_log(stack).split("\n"))
+    assert_json_logs(stack.log_path("gateway"))
 
 
 async def test_hostile_json_is_json_invalid_and_writes_nothing(store, shop, db):
@@ -177,8 +182,10 @@ async def test_postgresql_out_of_reach_is_503_service_unavailable_never_500(stor
         assert 1 <= int(r.headers["Retry-After"]) <= 10
         assert r.error["request_id"] == r.headers["Request-Id"]
     for r in answers:
-        lines = await until(lambda: lines_of(stack, r.headers["Request-Id"]), timeout=10, message="logged")
-        warnings = [line for line in lines if " WARNING " in line]
-        assert len(warnings) == 1, lines
-        assert re.search(r"a dependency is unavailable \(\w+( ← \w+)?\); answered 503$", warnings[0]), warnings
-        assert not [line for line in lines if " ERROR " in line or "Traceback" in line], lines
+        records = await until(lambda: records_of(stack, r.headers["Request-Id"]), timeout=10, message="logged")
+        warnings = [record for record in records if record["level"] == "WARNING"]
+        assert len(warnings) == 1, records
+        assert re.search(r"a dependency is unavailable \(\w+( ← \w+)?\); answered 503$", warnings[0]["message"]), \
+            warnings
+        assert not [record for record in records if record["level"] in ("ERROR", "CRITICAL") or "exc_info" in record
+                    or "Traceback" in record["message"]], records

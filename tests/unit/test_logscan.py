@@ -1,5 +1,7 @@
 """The log scanner finds what it must (full keys, signed and unsigned JWTs) and not what is allowed (key hints)."""
 
+import json
+import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +10,11 @@ import jwt
 import pytest
 
 from services.gateway.auth import generate_api_key
-from tests.logscan import assert_no_secrets, log_files, mask, scan_logs, scan_text
+from libs.runtime.logs import JsonLineFormatter
+from tests.logscan import (
+    assert_json_logs, assert_no_secrets, json_log_findings, log_files, mask, read_records, record_problems, scan_logs,
+    scan_text,
+)
 
 KEY = generate_api_key(False, "secret")
 LIVE_PUBLISHABLE = generate_api_key(True, "publishable")
@@ -88,3 +94,65 @@ def test_a_postgresql_continuation_tab_is_its_format_but_nothing_else_is():
     assert scan_text("2026 UTC [1] STATEMENT:  SELECT 1\n\tFROM t\n", log) == []
     assert [f.what for f in scan_text("\tFROM t\x1b[2J\n", log)] == ["control character"]
     assert [f.what for f in scan_text("\tFROM t\n", Path("/x/logs/cart.log"))] == ["control character"]
+
+
+# -- JSON records -----------------------------------------------------------------------------------
+
+def record(**fields) -> dict:
+    return {"ts": "2026-11-23T20:00:00.123Z", "level": "INFO", "service": "cart", "instance": "1",
+            "logger": "harmon.cart", "message": "ok", **fields}
+
+
+def test_a_key_or_token_in_a_json_record_is_found_even_behind_escapes():
+    escaped_key = KEY[:12] + "".join(f"\\u{ord(c):04x}" for c in KEY[12:])  # what ensure_ascii never writes
+    lines = [json.dumps(record(message=f"Bearer {KEY}")),
+             json.dumps(record(header=TOKEN)),
+             json.dumps(record(message="x")).replace('"x"', f'"{escaped_key}"'),
+             json.dumps(record(nested={"list": [UNSIGNED]}, message="hk_test_sec_\u2026AbCd")),  # a hint: allowed
+             json.dumps(record(message="\n".join(["a", "b\x00", "\u2028"])))]  # escaped: allowed
+    assert json.loads(lines[2])["message"] == KEY
+    found = scan_text("\n".join(lines), Path("cart.log"))
+    assert [(f.line, f.what) for f in found] == [(1, "API key"), (2, "token"), (3, "API key"), (4, "token")]
+    assert not any(KEY in str(f) or TOKEN in str(f) for f in found)
+
+
+def test_a_well_formed_record_has_no_problems_and_each_defect_is_named():
+    assert record_problems(json.dumps(record())) == []
+    full = record(request_id="req_1", tenant_id="ten_1", livemode=False, message_id="msg_1", topic="cart.commands.v1",
+                  partition=0, offset=12, exc_info="Traceback…", ts="2026-11-23T20:00:00.123456+00:00")
+    assert record_problems(json.dumps(full)) == []
+    assert record_problems("2026-11-23 20:00:00 INFO cart request_id=- started") == ["not a JSON object"]
+    assert record_problems('["a list"]') == ["not a JSON object"]
+    assert record_problems(json.dumps({k: v for k, v in record().items() if k != "instance"})) == ["no 'instance'"]
+    assert record_problems(json.dumps(record(ts="2026-11-23T15:00:00-05:00"))) == ["'ts' is not a UTC ISO-8601 time"]
+    assert record_problems(json.dumps(record(ts="2026-11-23 20:00:00"))) == ["'ts' is not a UTC ISO-8601 time"]
+    assert record_problems(json.dumps(record(level="info"))) == ["'level' is not a logging level"]
+    assert record_problems(json.dumps(record(message=None))) == ["'message' is not a string"]
+    assert record_problems(json.dumps(record(topic="t", partition=True, livemode="no"))) == [
+        "'livemode' is not a bool", "'partition' is not a int"]
+    assert record_problems(json.dumps(record(partition=1, offset=2))) == ["a 'partition' without its 'topic'"]
+
+
+def formatted(*messages: str) -> str:
+    formatter = JsonLineFormatter("cart", "1")
+    return "".join(formatter.format(logging.LogRecord("harmon.cart", logging.INFO, __file__, 1, m, None, None)) + "\n"
+                   for m in messages)
+
+
+def test_the_services_formatter_writes_records_the_check_accepts(scratch: Path):
+    log = scratch / "cart.log"
+    log.write_text(formatted("started", f"a key {KEY}", "GET /x\n2026 FORGED") + '{"ts": "2026-')  # still writing
+    assert_json_logs(log)
+    assert [r["message"] for r in read_records(log)] == ["started", f"a key hk_test_sec_…{KEY[-4:]}",
+                                                          "GET /x\n2026 FORGED"]
+
+
+def test_a_line_that_is_no_record_fails_the_check_naming_file_and_line_never_the_text(scratch: Path):
+    log = scratch / "orders.log"
+    log.write_text(formatted("started") + f"Traceback (most recent call last): {KEY}\n" + formatted("stopped"))
+    [malformed] = [f for f in json_log_findings(log) if f.what == "malformed record"]
+    assert (malformed.line, str(malformed)) == (2, f"{log}:2: a malformed record: not a JSON object")
+    with pytest.raises(AssertionError, match=r"orders\.log:2: a full API key") as failed:
+        assert_json_logs(log)
+    assert "orders.log:2: a malformed record: not a JSON object" in str(failed.value)
+    assert KEY not in str(failed.value)

@@ -65,3 +65,10 @@ def test_a_message_without_a_traceparent_starts_a_trace(spans):
 def test_the_relay_reads_a_stored_rows_traceparent():
     assert tracing.traceparent_in(_incoming().to_bytes()) == PARENT
     assert tracing.traceparent_in(_incoming(None).to_bytes()) is None
+
+
+def test_a_log_record_inside_a_span_names_its_trace_and_span(spans):
+    with tracing.consuming("cart.commands.v1", "CreateCart", "msg_1", PARENT) as span:
+        fields = tracing._log_fields()
+    assert fields == {"trace_id": PARENT.split("-")[1], "span_id": f"{span.get_span_context().span_id:016x}"}
+    assert tracing._log_fields() == {}  # outside any span: nothing
