@@ -185,8 +185,8 @@ _ADD_ORDER = """
         INSERT INTO orders (id, cart_id, checkout_id, customer_id, bill_to_id, terms, status, channel, currency,
                             subtotal, tax, total, notes, po_number, version, created_at, order_prefix, reservation_id,
                             status_transitions, order_number)
-        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $32, $33, $34::json,
-               $32 || '-' || CASE WHEN n.n < 1000000 THEN lpad(n.n::text, 6, '0') ELSE n.n::text END
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $32::text, $33, $34::json,
+               $32::text || '-' || CASE WHEN n.n < 1000000 THEN lpad(n.n::text, 6, '0') ELSE n.n::text END
         FROM n
         RETURNING id, order_number),
     l AS (
