@@ -466,3 +466,61 @@ async def test_invoices_and_payments_round_trip_and_are_scoped(db, tenants):
                          (b.tenant_id, made[b][1][1].invoice_id)}
     finally:
         await _cleanup_lifecycle(db, a, b)
+
+
+async def test_the_lifecycle_handlers_run_on_postgresql_and_the_overdue_sweep_writes_each_tenants_rows(db, tenants):
+    """record_fulfilment → record_payment (overpaid) → the next fulfilment takes the unapplied credit → the
+    merchant's cancel is refused (paid); then entrypoint.mark_overdue (Unscoped, in batches) on a later clock."""
+    from libs.contracts.envelope import Envelope
+    from libs.contracts.erp import FulfilmentRecorded, OrderCancellationRecorded, PaymentRecorded
+    from libs.contracts.base import RecordRefused
+    from services.orders import handlers
+
+    a, _ = tenants
+    order, co = _confirmed_order("ACME")
+    ahead = datetime.now(UTC) + LATER  # shipped an hour ahead: the running service's sweep leaves them alone
+    try:
+        async with db.transaction(a) as tx:
+            await Orders(tx.conn).add(order, co.checkout_id, "ACME")
+
+        async def handle(handler, payload):
+            env = Envelope(tenant_id=a.tenant_id, livemode=a.livemode, payload=payload)
+            async with db.transaction(a) as tx:
+                uow = OrdersUnitOfWork(tx.conn, tx.scope, env)
+                await handler(payload, uow)
+                return uow.outbox.envelopes
+
+        rice, oil = order.lines
+        out = await handle(handlers.record_fulfilment, FulfilmentRecorded(
+            fulfilment_id="f1", order_id=order.order_id, shipped_at=ahead,
+            lines=[{"line_id": rice.line_id, "quantity": 12}]))
+        first = out[1][2].payload.invoice
+        assert (first.invoice_number, first.total) == ("ACME-INV-000001", 15_180)
+        out = await handle(handlers.record_payment, PaymentRecorded(
+            payment_id=new_id("pay"), customer_id=order.bill_to_id, amount=20_000, currency="JMD",
+            received_at=ahead, method="card"))
+        assert [e.type for _, _, e in out] == ["PaymentApplied", "InvoicePaid", "PaymentUnapplied"]
+        out = await handle(handlers.record_fulfilment, FulfilmentRecorded(
+            fulfilment_id="f2", order_id=order.order_id, shipped_at=ahead,
+            lines=[{"line_id": rice.line_id, "quantity": 12}, {"line_id": oil.line_id, "quantity": 3}]))
+        assert [(e.type, e.aggregate_version) for _, _, e in out] == [
+            ("OrderFulfilled", 3), ("InvoiceIssued", 1), ("PaymentApplied", 2)]
+        second = out[2][2].payload.invoice
+        assert (second.amount_paid, second.amount_due) == (20_000 - 15_180, 33_462 - 20_000)
+        with pytest.raises(RecordRefused):
+            await handle(handlers.record_cancellation, OrderCancellationRecorded(order_id=order.order_id,
+                                                                                 reason="no"))
+
+        published = _Published()
+        later = SimpleNamespace(db=db, outbox=published, settings=None,
+                                unit_of_work=lambda conn, scope, incoming=None, **kw: OrdersUnitOfWork(
+                                    conn, scope, incoming, now=ahead + timedelta(days=31), **kw))
+        assert await entrypoint.mark_overdue(later, batch=1) >= 1
+        mine = [m for m in published.rows if m.tenant_id == a.tenant_id]
+        assert [(m.topic, m.key) for m in mine] == [("invoices.events.v1", second.invoice_id)]
+        async with db.transaction(a) as tx:
+            assert (await Invoices(tx.conn).get(second.invoice_id)).view.overdue
+    finally:
+        await _cleanup_lifecycle(db, a)
+        async with db.transaction(TEST) as tx:
+            await tx.conn.execute("DELETE FROM outbox WHERE tenant_id = $1", a.tenant_id)
