@@ -22,7 +22,8 @@ from libs.contracts.cart import CartLine, CheckoutContinuation, CompleteCart, Fr
 from libs.contracts.credit import CreditRejected, CreditReserved, ReleaseCredit, ReserveCredit
 from libs.contracts.errors import ErrorCode
 from libs.contracts.ids import CHECKOUT, ORDER, RESERVATION, new_id
-from libs.contracts.orders import OrderConfirmed, OrderLine, OrderStatus, OrderView, OverCreditLimit, PlaceOrder
+from libs.contracts.orders import (OrderConfirmed, OrderLine, OrderStatus, OrderView, OverCreditLimit, PlaceOrder,
+                                   StatusTransition)
 from libs.contracts.pricing import CheckoutPriced, LinesPriced
 from libs.contracts.topics import TopicSpec
 
@@ -152,6 +153,7 @@ class Checkout:
     credit: Held | None = None
     order_id: str | None = None
     result: Message | None = None  # the final answer, replayed to a later ask with the same key
+    order_prefix: str | None = None  # the latest PlaceOrder's: the order's number is `<prefix>-NNNNNN`
 
     def __post_init__(self) -> None:
         if self.attempt < 1:
@@ -238,7 +240,7 @@ class CheckoutSaga:
             bill_to_id, terms = billing(found.customer, co.customer_id)
             co = replace(co, state=CheckoutState.AWAITING, attempt=co.attempt + 1, bill_to_id=bill_to_id, terms=terms,
                          reservation_id=self.mint(RESERVATION), priced=None, credit=None,
-                         step_deadline=now + self.step_timeout)
+                         step_deadline=now + self.step_timeout, order_prefix=cmd.order_prefix)
             return Step(co, send=(self._freeze(co),))
         self._cart_is_free(found)
         bill_to_id, terms = billing(found.customer, cmd.customer_id)
@@ -246,7 +248,7 @@ class CheckoutSaga:
             checkout_id=self.mint(CHECKOUT), cart_id=cmd.cart_id, customer_id=cmd.customer_id,
             idempotency_key=cmd.idempotency_key, notes=cmd.notes, po_number=cmd.po_number, bill_to_id=bill_to_id,
             terms=terms, state=CheckoutState.AWAITING, attempt=1, reservation_id=self.mint(RESERVATION), asker=asker,
-            step_deadline=now + self.step_timeout,
+            step_deadline=now + self.step_timeout, order_prefix=cmd.order_prefix,
         )
         return Step(co, send=(self._freeze(co),))
 
@@ -287,7 +289,9 @@ class CheckoutSaga:
             if s in (CheckoutState.AWAITING, CheckoutState.AWAITING_CREDIT):
                 answer = OverCreditLimit(cart_id=co.cart_id, limit=reply.limit, exposure=reply.exposure,
                                          available=reply.available, order_total=reply.order_total,
-                                         shortfall=reply.shortfall, currency=reply.currency)
+                                         shortfall=reply.shortfall, currency=reply.currency,
+                                         largest_order_total_that_fits=max(0, reply.available),
+                                         open_invoices_to_pay=list(reply.open_invoices_to_pay))
                 return Step(replace(co, state=CheckoutState.REJECTED, result=answer),
                             send=(self._release_cart(co),), answer=answer, final=True)
         elif isinstance(reply, Failure):
@@ -315,7 +319,8 @@ class CheckoutSaga:
             bill_to_id=credit.bill_to_id,  # the account credit charged: the authority on billing
             status=OrderStatus.CONFIRMED, terms=co.terms, currency=totals.currency, subtotal=totals.subtotal,
             tax=totals.tax, total=totals.total, notes=co.notes, po_number=co.po_number,
-            lines=[OrderLine(**x) for x in lines], created_at=now,
+            lines=[OrderLine(**x) for x in lines], created_at=now, reservation_id=co.reservation_id,
+            status_transitions=[StatusTransition(status=OrderStatus.CONFIRMED, at=now)],
         )
         done = replace(co, state=CheckoutState.CONFIRMED, priced=priced, credit=credit, order_id=order_id,
                        result=order)
@@ -330,6 +335,16 @@ class CheckoutSaga:
     def _fail(self, co: Checkout, failure: Failure, **parts: Priced | Held) -> Step:
         return Step(replace(co, state=CheckoutState.FAILED, result=failure, **parts), send=self._compensation(co),
                     answer=failure, final=True)
+
+    @staticmethod
+    def numbered(step: Step, number: str) -> Step:
+        """The confirming step with its order's number (taken with the order's insert): in the order stored, the
+        event, the answer and the checkout's result."""
+        assert step.order is not None and step.state is not None
+        order = step.order.model_copy(update={"order_number": number})
+        send = tuple(replace(m, payload=OrderConfirmed(order=order)) if isinstance(m.payload, OrderConfirmed) else m
+                     for m in step.send)
+        return replace(step, state=replace(step.state, result=order), send=send, answer=order, order=order)
 
     # -- deadlines and restarts ---------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ from libs.contracts import orders as o
 from libs.contracts import pricing as p
 from libs.contracts import topics
 from libs.contracts.base import Failure
-from libs.contracts.erp import CustomerUpsert
+from libs.contracts import invoices as iv
+from libs.contracts.erp import (CustomerUpsert, DeliveryRecorded, FulfilmentRecorded, OrderCancellationRecorded,
+                                PaymentRecorded)
 from libs.runtime.context import ServiceContext, subscribe
 from libs.runtime.database import Unscoped
 from libs.runtime.failures import FailureClass, classify
@@ -26,13 +28,20 @@ SAGA_REPLIES = (p.CheckoutPriced, cr.CreditReserved, cr.CreditRejected, Failure,
 
 SWEEP = Unscoped("sweeper: overdue checkouts of every tenant and mode")
 RESUME = Unscoped("restart: unfinished checkouts of every tenant and mode")
+OVERDUE = Unscoped("overdue sweep: open invoices past due of every tenant and mode")
+
 IN_FLIGHT_EVERY_S = 5.0  # the sagas-in-flight gauge: one count on the active-checkouts index this often
 
 def register(ctx: ServiceContext) -> None:
-    subscribe(ctx, topics.ORDERS_COMMANDS, {o.PlaceOrder: handlers.place_order},
-              queries={o.GetOrder: handlers.get_order, o.ListOrders: handlers.list_orders})
+    subscribe(ctx, topics.ORDERS_COMMANDS, {o.PlaceOrder: handlers.place_order, o.CancelOrder: handlers.cancel_order},
+              queries={o.GetOrder: handlers.get_order, o.ListOrders: handlers.list_orders,
+                       iv.GetInvoice: handlers.get_invoice, iv.ListInvoices: handlers.list_invoices})
     subscribe(ctx, topics.ORDERS_REPLIES, {t: handlers.advance_checkout for t in SAGA_REPLIES})
     subscribe(ctx, topics.ERP_CUSTOMERS, {CustomerUpsert: handlers.upsert_customer})
+    subscribe(ctx, topics.ERP_FULFILMENTS, {FulfilmentRecorded: handlers.record_fulfilment})
+    subscribe(ctx, topics.ERP_DELIVERIES, {DeliveryRecorded: handlers.record_delivery})
+    subscribe(ctx, topics.ERP_ORDER_CANCELLATIONS, {OrderCancellationRecorded: handlers.record_cancellation})
+    subscribe(ctx, topics.ERP_PAYMENTS, {PaymentRecorded: handlers.record_payment})
 
 
 async def expire_overdue(ctx: ServiceContext, batch: int = 100) -> int:
@@ -90,4 +99,33 @@ async def watch_deadlines(ctx: ServiceContext) -> None:
             if not failing:  # once per outage, not four times a second
                 log.log(logging.WARNING if classify(e) is FailureClass.DOWN else logging.ERROR,
                         "deadline sweep failed (%s: %s); retrying until it works", type(e).__name__, e)
+            failing = True
+
+
+async def mark_overdue(ctx: ServiceContext, batch: int = 100) -> int:
+    """Every open invoice past due, a batch per transaction."""
+    total = 0
+    while True:
+        found = await run_unscoped(ctx, OVERDUE, lambda uow: handlers.mark_overdue(uow, batch))
+        total += found
+        if found < batch:
+            return total
+
+
+async def watch_invoices(ctx: ServiceContext) -> None:
+    """Mark invoices overdue every `HARMON_ORDERS_OVERDUE_SWEEP_INTERVAL_S`, for as long as the service runs."""
+    failing = False
+    while True:
+        await asyncio.sleep(getattr(ctx.settings, "overdue_sweep_interval_s", 60.0))
+        try:
+            marked = await mark_overdue(ctx)
+            if marked:
+                log.info("marked %d invoice(s) overdue", marked)
+            if failing:
+                log.warning("overdue sweep works again")
+            failing = False
+        except Exception as e:
+            if not failing:
+                log.log(logging.WARNING if classify(e) is FailureClass.DOWN else logging.ERROR,
+                        "overdue sweep failed (%s: %s); retrying until it works", type(e).__name__, e)
             failing = True

@@ -13,7 +13,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def spec() -> ServiceSpec:
     return ServiceSpec(name="orders", settings=Settings(), migrations_dir=MIGRATIONS, register=entrypoint.register,
-                       unit_of_work=OrdersUnitOfWork, background=[entrypoint.watch_deadlines])
+                       unit_of_work=OrdersUnitOfWork, background=[entrypoint.watch_deadlines, entrypoint.watch_invoices])
 
 
 def main() -> None:

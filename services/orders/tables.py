@@ -76,6 +76,7 @@ class Checkout(Base, table=True):
     reserved_amount: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     order_id: str | None = None
     result: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON))  # the final reply payload
+    order_prefix: str | None = None  # the latest PlaceOrder's (the tenant's), for the order number
     reply_to: str | None = None
     reply_correlation_id: str | None = None
     request_id: str | None = None
@@ -90,6 +91,8 @@ class Order(Base, table=True):
         sa.Index("orders_cart", "tenant_id", "livemode", "cart_id", unique=True),  # one cart, at most one order
         sa.Index("orders_by_cart", "cart_id"),
         sa.Index("orders_by_customer", "customer_id", "id"),
+        sa.Index("orders_number", "tenant_id", "livemode", "order_number", unique=True),
+        sa.Index("orders_by_number", "order_number"),
     )
     id: str = Field(primary_key=True)
     tenant_id: str
@@ -109,6 +112,14 @@ class Order(Base, table=True):
     po_number: str | None = None
     version: int = 1
     created_at: datetime = Field(sa_column=_ts())
+    order_number: str | None = None  # `<prefix>-NNNNNN` (None: an order from before numbers)
+    order_prefix: str | None = None  # its invoices are numbered `<prefix>-INV-NNNNNN`
+    reservation_id: str | None = None  # the credit reservation it holds
+    status_transitions: list | None = Field(default=None, sa_column=sa.Column(sa.JSON))
+    # the fulfilments (FulfilmentView, each with the digest of the record that made it), oldest first
+    fulfilments: list | None = Field(default=None, sa_column=sa.Column(sa.JSON))
+    cancellation_reason: str | None = None
+    cancelled_by: str | None = None  # customer | merchant
 
 
 class OrderLine(Base, table=True):
@@ -134,6 +145,81 @@ class OrderLine(Base, table=True):
     tax_rate_bp: int
     tax: int = Field(sa_column=_bigint())
     total: int = Field(sa_column=_bigint())
+    quantity_fulfilled: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False,
+                                                                   server_default="0"))
+    # what the line's invoices bill so far: the invoice that completes the line takes the remainder
+    invoiced_subtotal: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    invoiced_tax: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+
+
+class Invoice(Base, table=True):
+    """One invoice per fulfilment (services/orders/invoicing.py); never deleted (a cancelled order's is void)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        sa.Index("invoices_number", "tenant_id", "livemode", "invoice_number", unique=True),
+        sa.Index("invoices_by_order", "order_id"),
+        sa.Index("invoices_by_customer", "customer_id", "id"),
+        sa.Index("invoices_open_by_bill_to", "bill_to_id", postgresql_where=sa.text("status = 'open'")),
+        sa.Index("invoices_to_sweep", "due_at", postgresql_where=sa.text("status = 'open' AND NOT overdue")),
+    )
+    id: str = Field(primary_key=True)
+    tenant_id: str
+    livemode: bool
+    invoice_number: str
+    order_id: str
+    order_number: str | None = None
+    customer_id: str
+    bill_to_id: str
+    fulfilment_id: str
+    reservation_id: str | None = None
+    status: str  # open | paid | void
+    terms: str
+    currency: str
+    subtotal: int = Field(sa_column=_bigint())
+    tax: int = Field(sa_column=_bigint())
+    total: int = Field(sa_column=_bigint())
+    amount_paid: int = Field(sa_column=_bigint())
+    amount_due: int = Field(sa_column=_bigint())
+    overdue: bool = False
+    lines: list = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    issued_at: datetime = Field(sa_column=_ts())
+    due_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    paid_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    voided_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    version: int
+
+
+class Payment(Base, table=True):
+    """A payment the ERP recorded, allocated once; `remaining` is what it left unapplied (the account's credit)."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        sa.Index("payments_unapplied", "bill_to_id", "received_at", postgresql_where=sa.text("remaining > 0")),
+    )
+    tenant_id: str = Field(primary_key=True)
+    livemode: bool = Field(primary_key=True)
+    payment_id: str = Field(primary_key=True)
+    bill_to_id: str
+    amount: int = Field(sa_column=_bigint())
+    currency: str
+    invoice_id: str | None = None
+    received_at: datetime = Field(sa_column=_ts())
+    method: str
+    reference: str | None = None
+    digest: str  # of the record: the same id with another digest is a conflict
+    remaining: int = Field(sa_column=_bigint())
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class Counter(Base, table=True):
+    """Per tenant and mode, the next order or invoice number (gaps allowed: a rolled-back number is not reused)."""
+
+    __tablename__ = "counters"
+    tenant_id: str = Field(primary_key=True)
+    livemode: bool = Field(primary_key=True)
+    kind: str = Field(primary_key=True)  # order | invoice
+    next: int = Field(sa_column=_bigint())
 
 
 metadata = Base.metadata

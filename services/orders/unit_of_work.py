@@ -6,13 +6,16 @@ from functools import lru_cache
 from libs.runtime.unit_of_work import UnitOfWork
 
 from .domain import CheckoutSaga
-from .repository import Checkouts, Customers, Orders
+from .repository import Checkouts, Counters, Customers, Invoices, Orders, Payments
 
 
 class OrdersUnitOfWork(UnitOfWork):
     checkouts: Checkouts
     orders: Orders
     customers: Customers
+    invoices: Invoices
+    payments: Payments
+    counters: Counters
     saga: CheckoutSaga  # the saga's rules, with the service's step deadline
 
     def __init__(self, conn, scope, incoming=None, **kw):
@@ -23,6 +26,9 @@ class OrdersUnitOfWork(UnitOfWork):
             self.checkouts = Checkouts(conn)
             self.orders = Orders(conn)
             self.customers = Customers(conn)
+            self.invoices = Invoices(conn)
+            self.payments = Payments(conn)
+            self.counters = Counters(conn)
 
 
 @lru_cache(maxsize=4)

@@ -24,7 +24,7 @@ from libs.runtime.migrations import alembic_config
 from services.orders.main import MIGRATIONS
 from services.orders import entrypoint
 from services.orders.domain import Asker, CheckoutSaga, CheckoutState, Customer, Placing
-from services.orders.repository import Checkouts, Customers, Orders
+from services.orders.repository import Checkouts, Customers, Invoices, Orders, Payments
 from services.orders.unit_of_work import OrdersUnitOfWork
 from tests.unit.test_checkout_saga import FROZEN, TOTALS, place_cmd, priced, rejected
 
@@ -89,7 +89,8 @@ async def test_each_method_round_trips_a_checkout_through_the_saga(db, tenants):
 
         done = s.on(loaded, _reserved(co), attempt=1, now=now)
         async with db.transaction(a) as tx:
-            await Orders(tx.conn).add(done.order, co.checkout_id)  # the order and its lines: one statement
+            number = await Orders(tx.conn).add(done.order, co.checkout_id, None)  # the order, its lines, its number: one statement
+            done = saga().numbered(done, number)
             await Checkouts(tx.conn).save(done.state, now)
         async with db.transaction(a) as tx:
             orders = Orders(tx.conn)
@@ -149,7 +150,7 @@ async def test_another_tenants_rows_are_invisible_and_unwritable(db, tenants):
             refused = s.on(theirs, rejected(theirs.reservation_id), attempt=1, now=now).state
             confirmed_b = s.on(s.on(theirs, priced(), attempt=1, now=now).state, _reserved(theirs), attempt=1,
                                now=now)
-            await Orders(tx.conn).add(confirmed_b.order, theirs.checkout_id)
+            confirmed_b = saga().numbered(confirmed_b, await Orders(tx.conn).add(confirmed_b.order, theirs.checkout_id, None))
 
         async with db.transaction(a) as tx:
             checkouts, orders = Checkouts(tx.conn), Orders(tx.conn)
@@ -321,3 +322,205 @@ async def test_the_sweeper_and_the_resume_write_each_tenants_outbox_rows(db, ten
         await _cleanup(db, a, b)
         async with db.transaction(TEST) as tx:
             await tx.conn.execute("DELETE FROM outbox WHERE tenant_id = ANY($1::text[])", [a.tenant_id, b.tenant_id])
+
+
+# ---- the lifecycle: order numbers, the order aggregate, invoices, payments, counters ---------------------------
+
+LIFECYCLE_TABLES = ("invoices", "payments", "counters", "order_lines", "orders", "checkouts", "customers")
+
+
+async def _cleanup_lifecycle(db: Database, *scopes: Scope) -> None:
+    async with db.transaction(TEST) as tx:
+        for table in LIFECYCLE_TABLES:
+            await tx.conn.execute(f"DELETE FROM {table} WHERE tenant_id = ANY($1::text[])",
+                                  [s.tenant_id for s in scopes])
+
+
+def _confirmed_order(prefix: str | None = None):
+    """A confirmed order as the saga makes it (a new id and cart each time), and its checkout."""
+    s = saga()
+    now = datetime.now(UTC)
+    co = s.place(place_cmd().model_copy(update={"order_prefix": prefix}), Asker(None, None, None), Placing(),
+                 now).state
+    done = s.on(s.on(co, priced(), attempt=1, now=now).state, _reserved(co), attempt=1, now=now)
+    order = done.order.model_copy(update={"order_id": new_id("ord"), "cart_id": new_id("cart"), "terms": "net_30"})
+    return order, co
+
+
+async def test_orders_are_numbered_per_tenant_and_mode_and_the_aggregate_round_trips(db, tenants):
+    from libs.contracts.erp import FulfilmentRecorded
+    from services.orders.invoicing import invoice_for, invoice_number
+    from services.orders.repository import Counters
+
+    a, b = tenants
+    a_live = Scope(a.tenant_id, True)
+    try:
+        numbers = {}
+        for scope, prefix in ((a, "ACME"), (a, "ACME"), (a_live, "ACME"), (b, None)):
+            order, co = _confirmed_order(prefix)
+            async with db.transaction(scope) as tx:
+                number = await Orders(tx.conn).add(order, co.checkout_id, co.order_prefix)
+            numbers.setdefault(scope, []).append((order, number))
+        assert [n for _, n in numbers[a]] == ["ACME-000001", "ACME-000002"]
+        assert [n for _, n in numbers[a_live]] == ["ACME-000001"]  # the live mode counts on its own
+        assert [n for _, n in numbers[b]] == ["ORD-000001"]
+
+        (order, number), _ = numbers[a]
+        async with db.transaction(a) as tx:
+            orders = Orders(tx.conn)
+            loaded = await orders.get_for_update(order.order_id)
+            assert loaded.view == order.model_copy(update={"order_number": number})
+            assert (loaded.version, loaded.prefix, loaded.digests) == (1, "ACME", {})
+            assert loaded.view.reservation_id == order.reservation_id and loaded.view.status_transitions
+            assert (await orders.page(CUSTOMER, None, 10, number))[0] == [loaded.view]
+            line = order.lines[0]
+            record = FulfilmentRecorded(fulfilment_id="f1", order_id=order.order_id, shipped_at=datetime.now(UTC),
+                                        lines=[{"line_id": line.line_id, "quantity": 5}])
+            change = loaded.fulfil(record, new_id("inv"))
+            await orders.save(change.order)
+            n = await Counters(tx.conn).take("invoice")
+            inv = invoice_for(loaded, change.fulfilment, invoice_number(loaded.prefix, n))
+            await Invoices(tx.conn).add(inv)
+        async with db.transaction(a) as tx:
+            again = await Orders(tx.conn).get_for_update(order.order_id)
+            assert again == change.order  # status, version, lines shipped, invoiced sums, fulfilments, digests
+            assert await Orders(tx.conn).get(order.order_id) == change.order.view
+            assert await Invoices(tx.conn).get(inv.invoice_id) == inv
+            assert inv.view.invoice_number == "ACME-INV-000001"
+            assert await Counters(tx.conn).take("invoice") == 2
+        async with db.transaction(b) as tx:  # B sees none of A's, and its counters are its own
+            assert await Orders(tx.conn).get_for_update(order.order_id) is None
+            assert await Invoices(tx.conn).get(inv.invoice_id) is None
+            assert await Counters(tx.conn).take("invoice") == 1
+    finally:
+        await _cleanup_lifecycle(db, a, a_live, b)
+
+
+async def test_invoices_and_payments_round_trip_and_are_scoped(db, tenants):
+    from services.orders.invoicing import Payment
+
+    a, b = tenants
+    now = datetime.now(UTC).replace(microsecond=0)
+    try:
+        made = {}
+        for scope in (a, b):
+            order, co = _confirmed_order()
+            async with db.transaction(scope) as tx:
+                await Orders(tx.conn).add(order, co.checkout_id, None)
+                loaded = await Orders(tx.conn).get_for_update(order.order_id)
+                invs = []
+                for i, (fid, q) in enumerate((("f1", 4), ("f2", 20))):
+                    from libs.contracts.erp import FulfilmentRecorded
+                    from services.orders.invoicing import invoice_for, invoice_number
+                    rec = FulfilmentRecorded(fulfilment_id=fid, order_id=order.order_id,
+                                             shipped_at=now + LATER + timedelta(days=i),
+                                             lines=[{"line_id": order.lines[0].line_id, "quantity": q}])
+                    change = loaded.fulfil(rec, new_id("inv"))
+                    invs.append(invoice_for(loaded, change.fulfilment, invoice_number("ORD", i + 1)))
+                    loaded = change.order
+                    await Invoices(tx.conn).add(invs[-1])
+                await Orders(tx.conn).save(loaded)
+                pay = Payment(f"pay_{scope.tenant_id}", order.bill_to_id, 1_000, "JMD", now, 600, "digest")
+                await Payments(tx.conn).add(pay, now)
+            made[scope] = (order, invs, pay)
+
+        order, (first, second), pay = made[a]
+        async with db.transaction(a) as tx:
+            invoices, payments = Invoices(tx.conn), Payments(tx.conn)
+            assert await invoices.of_order_for_update(order.order_id) == [first, second]
+            assert await invoices.for_payment(order.bill_to_id, None) == [first, second]  # oldest due first
+            assert await invoices.for_payment(order.bill_to_id, second.invoice_id) == [second]
+            assert await invoices.for_payment("cus_other", second.invoice_id) == []  # not this account's
+            assert await invoices.page(CUSTOMER, None, 1) == ([second], True)
+            assert await invoices.page(CUSTOMER, second.invoice_id, 10, "open", order.order_id) == ([first], False)
+            assert await invoices.page(CUSTOMER, None, 10, "paid") == ([], False)
+            paid, _ = first.apply(pay.payment_id, first.view.amount_due, "payment", now)
+            await invoices.save_all([paid])
+            assert await payments.get(pay.payment_id) == pay
+            assert await payments.unapplied_for_update(order.bill_to_id) == [pay]
+            await payments.save_remaining([replace(pay, remaining=0)])
+            assert await payments.unapplied_for_update(order.bill_to_id) == []
+            # B's invoices and payment: not there for A, and writes by their ids change nothing of B's
+            _, b_invs, b_pay = made[b]
+            assert await invoices.get(b_invs[0].invoice_id) is None
+            assert await payments.get(b_pay.payment_id) is None
+            await invoices.save_all([b_invs[0].void(now)[0]])
+            await payments.save_remaining([replace(b_pay, remaining=0)])
+        async with db.transaction(a) as tx:
+            assert await Invoices(tx.conn).get(first.invoice_id) == paid
+        with pytest.raises(asyncpg.UniqueViolationError):  # the same payment id twice: a lost race, retried
+            async with db.transaction(a) as tx:
+                await Payments(tx.conn).add(pay, now)
+        async with db.transaction(b) as tx:
+            _, b_invs, b_pay = made[b]
+            assert (await Invoices(tx.conn).get(b_invs[0].invoice_id)).view.status == "open"
+            assert (await Payments(tx.conn).get(b_pay.payment_id)).remaining == 600
+
+        # the overdue sweep's query: every tenant's open invoices past due (net_30). Issued an hour ahead, so the
+        # running service's own sweep leaves them alone; this clock is 40 days on
+        async with db.transaction(TEST) as tx:
+            assert [r for r in await Invoices(tx.conn).overdue(now, 1000) if r[0] in made] == []
+            found = {(s.tenant_id, i.invoice_id) for s, i in await Invoices(tx.conn).overdue(
+                now + timedelta(days=40), 1000) if s in made}
+        assert found == {(a.tenant_id, second.invoice_id), (b.tenant_id, made[b][1][0].invoice_id),
+                         (b.tenant_id, made[b][1][1].invoice_id)}
+    finally:
+        await _cleanup_lifecycle(db, a, b)
+
+
+async def test_the_lifecycle_handlers_run_on_postgresql_and_the_overdue_sweep_writes_each_tenants_rows(db, tenants):
+    """record_fulfilment → record_payment (overpaid) → the next fulfilment takes the unapplied credit → the
+    merchant's cancel is refused (paid); then entrypoint.mark_overdue (Unscoped, in batches) on a later clock."""
+    from libs.contracts.envelope import Envelope
+    from libs.contracts.erp import FulfilmentRecorded, OrderCancellationRecorded, PaymentRecorded
+    from libs.contracts.base import RecordRefused
+    from services.orders import handlers
+
+    a, _ = tenants
+    order, co = _confirmed_order("ACME")
+    ahead = datetime.now(UTC) + LATER  # shipped an hour ahead: the running service's sweep leaves them alone
+    try:
+        async with db.transaction(a) as tx:
+            await Orders(tx.conn).add(order, co.checkout_id, "ACME")
+
+        async def handle(handler, payload):
+            env = Envelope(tenant_id=a.tenant_id, livemode=a.livemode, payload=payload)
+            async with db.transaction(a) as tx:
+                uow = OrdersUnitOfWork(tx.conn, tx.scope, env)
+                await handler(payload, uow)
+                return uow.outbox.envelopes
+
+        rice, oil = order.lines
+        out = await handle(handlers.record_fulfilment, FulfilmentRecorded(
+            fulfilment_id="f1", order_id=order.order_id, shipped_at=ahead,
+            lines=[{"line_id": rice.line_id, "quantity": 12}]))
+        first = out[1][2].payload.invoice
+        assert (first.invoice_number, first.total) == ("ACME-INV-000001", 15_180)
+        out = await handle(handlers.record_payment, PaymentRecorded(
+            payment_id=new_id("pay"), customer_id=order.bill_to_id, amount=20_000, currency="JMD",
+            received_at=ahead, method="card"))
+        assert [e.type for _, _, e in out] == ["PaymentApplied", "InvoicePaid", "PaymentUnapplied"]
+        out = await handle(handlers.record_fulfilment, FulfilmentRecorded(
+            fulfilment_id="f2", order_id=order.order_id, shipped_at=ahead,
+            lines=[{"line_id": rice.line_id, "quantity": 12}, {"line_id": oil.line_id, "quantity": 3}]))
+        assert [(e.type, e.aggregate_version) for _, _, e in out] == [
+            ("OrderFulfilled", 3), ("InvoiceIssued", 1), ("PaymentApplied", 2)]
+        second = out[2][2].payload.invoice
+        assert (second.amount_paid, second.amount_due) == (20_000 - 15_180, 33_462 - 20_000)
+        with pytest.raises(RecordRefused):
+            await handle(handlers.record_cancellation, OrderCancellationRecorded(order_id=order.order_id,
+                                                                                 reason="no"))
+
+        published = _Published()
+        later = SimpleNamespace(db=db, outbox=published, settings=None,
+                                unit_of_work=lambda conn, scope, incoming=None, **kw: OrdersUnitOfWork(
+                                    conn, scope, incoming, now=ahead + timedelta(days=31), **kw))
+        assert await entrypoint.mark_overdue(later, batch=1) >= 1
+        mine = [m for m in published.rows if m.tenant_id == a.tenant_id]
+        assert [(m.topic, m.key) for m in mine] == [("invoices.events.v1", second.invoice_id)]
+        async with db.transaction(a) as tx:
+            assert (await Invoices(tx.conn).get(second.invoice_id)).view.overdue
+    finally:
+        await _cleanup_lifecycle(db, a)
+        async with db.transaction(TEST) as tx:
+            await tx.conn.execute("DELETE FROM outbox WHERE tenant_id = $1", a.tenant_id)

@@ -14,7 +14,8 @@ from libs.contracts.cart import (CartCompleted, CartFrozen, CartLine, CartReleas
                                  FreezeCart, ReleaseCart)
 from libs.contracts.credit import CreditRejected, CreditReleased, CreditReserved, ReleaseCredit, ReserveCredit
 from libs.contracts.errors import ErrorCode
-from libs.contracts.orders import OrderConfirmed, OrderLine, OrderView, OverCreditLimit, PlaceOrder
+from libs.contracts.orders import (OpenInvoice, OrderConfirmed, OrderLine, OrderView, OverCreditLimit, PlaceOrder,
+                                   StatusTransition)
 from libs.contracts.pricing import CheckoutPriced, LinesPriced, PricedLine
 from services.orders.domain import (Asker, Checkout, CheckoutSaga, CheckoutState, Customer, Held, Placing, Priced,
                                     Send, Step)
@@ -73,9 +74,14 @@ def reserved(reservation_id="res_1") -> CreditReserved:
                           exposure=33_462, available=66_538, currency="JMD")
 
 
+TO_PAY = [OpenInvoice(invoice_id="inv_old", invoice_number="ORD-INV-000001", amount_due=5_000,
+                      due_at=NOW - timedelta(days=3), overdue=True)]
+
+
 def rejected(reservation_id="res_1") -> CreditRejected:
     return CreditRejected(reservation_id=reservation_id, bill_to_id=PARENT, limit=30_000, exposure=1_000,
-                          available=29_000, order_total=33_462, shortfall=4_462, currency="JMD")
+                          available=29_000, order_total=33_462, shortfall=4_462, currency="JMD",
+                          open_invoices_to_pay=TO_PAY)
 
 
 MISSING = Failure(code="resource_missing", message="no cart cart_1", param="cart_id")
@@ -151,7 +157,8 @@ def expected_order(bill_to_id: str = OTHER_PARENT) -> OrderView:
     return OrderView(
         order_id="ord_1", cart_id=CART, customer_id=CUSTOMER, bill_to_id=bill_to_id, status="confirmed",
         terms="net_30", currency="JMD", subtotal=29_097, tax=4_365, total=33_462, notes="Back door", po_number="PO-1",
-        created_at=LATER, lines=[
+        created_at=LATER, reservation_id="res_1",
+        status_transitions=[StatusTransition(status="confirmed", at=LATER)], lines=[
             OrderLine(line_id="cli_1", sku="RICE", order_uom="CASE", order_quantity=2, factor=12, base_uom="EA",
                       base_quantity=24, unit_price=1_100, price_source="customer", subtotal=26_400,
                       tax_category="standard", tax_rate_bp=1500, tax=3_960, total=30_360),
@@ -187,8 +194,10 @@ def expected_step(outcome: str, co: Checkout, reply) -> Step:
                   Send(topics.CART_COMMANDS, CART, CompleteCart(cart_id=CART, checkout_id="chk_1", order_id="ord_1"))),
             answer=order, final=True, order=order)
     if outcome == "over the limit":
+        # the remedies: the largest order that fits now, and the invoices credit named to pay
         answer = OverCreditLimit(cart_id=CART, limit=30_000, exposure=1_000, available=29_000, order_total=33_462,
-                                 shortfall=4_462, currency="JMD")
+                                 shortfall=4_462, currency="JMD", largest_order_total_that_fits=29_000,
+                                 open_invoices_to_pay=TO_PAY)
         return Step(replace(co, state=S.REJECTED, result=answer), send=(release_cart(co),), answer=answer, final=True)
     if outcome == "failed":
         return Step(replace(co, state=S.FAILED, result=reply), send=(release_cart(co), release_credit(co)),

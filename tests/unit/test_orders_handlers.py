@@ -19,6 +19,8 @@ from libs.contracts.pricing import CheckoutPriced
 from libs.runtime.database import Scope, Unscoped
 from services.orders import handlers
 from services.orders.domain import Checkout, CheckoutSaga, CheckoutState, Customer, Placing
+from services.orders.invoicing import Invoice, Payment
+from services.orders.lifecycle import Order, order_number
 from services.orders.unit_of_work import OrdersUnitOfWork
 
 from .test_checkout_saga import FROZEN, TIMEOUT, TOTALS, Mint
@@ -37,6 +39,11 @@ class Store:
         self.checkouts: dict[str, tuple[Scope, Checkout]] = {}
         self.orders: dict[str, tuple[Scope, OrderView, str]] = {}
         self.customers: dict[tuple[Scope, str], Customer] = {}
+        # the lifecycle's state of each order beside its view: version, prefix, invoiced per line, digests
+        self.order_state: dict[str, tuple[int, str, dict, dict]] = {}
+        self.invoices: dict[str, tuple[Scope, Invoice]] = {}
+        self.payments: dict[tuple[Scope, str], Payment] = {}
+        self.counters: dict[tuple[Scope, str], int] = {}
         self.statements: list[str] = []
 
 
@@ -106,23 +113,134 @@ class MemCheckouts(_Repo):
         return rows[:limit]
 
 
+def _take(store: Store, scope: Scope, kind: str) -> int:
+    n = store.counters.get((scope, kind), 1)
+    store.counters[(scope, kind)] = n + 1
+    return n
+
+
 class MemOrders(_Repo):
-    async def add(self, order: OrderView, checkout_id: str) -> None:
-        self.ran("add_order")
+    async def add(self, order: OrderView, checkout_id: str, prefix: str | None) -> str:
+        self.ran("add_order")  # numbered in the same statement
         assert not any(o == self.scope and v.cart_id == order.cart_id for o, v, _ in self.store.orders.values())
-        self.store.orders[order.order_id] = (self.scope, order, checkout_id)
+        prefix = prefix or "ORD"
+        number = order_number(prefix, _take(self.store, self.scope, "order"))
+        self.store.orders[order.order_id] = (self.scope, order.model_copy(update={"order_number": number}),
+                                             checkout_id)
+        self.store.order_state[order.order_id] = (1, prefix, {}, {})
+        return number
+
+    async def get_for_update(self, order_id):
+        self.ran("get_order_for_update")
+        owner, view, _ = self.store.orders.get(order_id, (None, None, None))
+        if view is None or not self.sees(owner):
+            return None
+        version, prefix, invoiced, digests = self.store.order_state[order_id]
+        return Order(view, version, prefix, dict(invoiced), dict(digests))
+
+    async def save(self, order: Order) -> None:
+        self.ran("save_order")
+        owner, _, checkout_id = self.store.orders[order.order_id]
+        assert self.sees(owner)
+        self.store.orders[order.order_id] = (owner, order.view, checkout_id)
+        self.store.order_state[order.order_id] = (order.version, order.prefix, dict(order.invoiced),
+                                                  dict(order.digests))
 
     async def get(self, order_id):
         self.ran("get_order")
         owner, order, _ = self.store.orders.get(order_id, (None, None, None))
         return order if order is not None and self.sees(owner) else None
 
-    async def page(self, customer_id, starting_after, limit):
+    async def page(self, customer_id, starting_after, limit, order_number=None):
         self.ran("page")
         mine = sorted((v for o, v, _ in self.store.orders.values() if self.sees(o) and v.customer_id == customer_id
-                       and (starting_after is None or v.order_id < starting_after)),
+                       and (starting_after is None or v.order_id < starting_after)
+                       and (order_number is None or v.order_number == order_number)),
                       key=lambda v: v.order_id, reverse=True)
         return mine[:limit], len(mine) > limit
+
+
+def _due_first(inv: Invoice):
+    v = inv.view
+    return (v.due_at is None, v.due_at or v.issued_at, v.issued_at, v.invoice_id)
+
+
+class MemInvoices(_Repo):
+    def _mine(self):
+        return [inv for o, inv in self.store.invoices.values() if self.sees(o)]
+
+    async def add(self, inv: Invoice) -> None:
+        self.ran("add_invoice")
+        assert not any(i.view.invoice_number == inv.view.invoice_number for i in self._mine())  # unique per tenant
+        self.store.invoices[inv.invoice_id] = (self.scope, inv)
+
+    async def save_all(self, invoices) -> None:
+        if invoices:
+            self.ran("save_invoices")
+        for inv in invoices:
+            owner, _ = self.store.invoices[inv.invoice_id]
+            assert self.sees(owner)
+            self.store.invoices[inv.invoice_id] = (owner, inv)
+
+    async def get(self, invoice_id):
+        self.ran("get_invoice")
+        owner, inv = self.store.invoices.get(invoice_id, (None, None))
+        return inv if inv is not None and self.sees(owner) else None
+
+    async def of_order_for_update(self, order_id):
+        self.ran("invoices_of_order")
+        return sorted((i for i in self._mine() if i.view.order_id == order_id), key=lambda i: i.invoice_id)
+
+    async def for_payment(self, bill_to_id, invoice_id):
+        self.ran("invoices_for_payment")
+        return sorted((i for i in self._mine() if i.view.bill_to_id == bill_to_id and (
+            i.invoice_id == invoice_id if invoice_id else i.view.status == "open")), key=_due_first)
+
+    async def page(self, customer_id, starting_after, limit, status=None, order_id=None):
+        self.ran("invoice_page")
+        mine = sorted((i for i in self._mine() if i.view.customer_id == customer_id
+                       and (starting_after is None or i.invoice_id < starting_after)
+                       and (status is None or i.view.status == status)
+                       and (order_id is None or i.view.order_id == order_id)),
+                      key=lambda i: i.invoice_id, reverse=True)
+        return mine[:limit], len(mine) > limit
+
+    async def overdue(self, now, limit):
+        self.ran("overdue_invoices")
+        rows = sorted(((o, i) for o, i in self.store.invoices.values() if i.view.status == "open"
+                       and not i.view.overdue and i.view.due_at is not None and i.view.due_at < now),
+                      key=lambda r: r[1].view.due_at)
+        return rows[:limit]
+
+
+class MemPayments(_Repo):
+    async def get(self, payment_id):
+        self.ran("get_payment")
+        return self.store.payments.get((self.scope, payment_id))
+
+    async def add(self, p: Payment, at) -> None:
+        self.ran("add_payment")
+        if (self.scope, p.payment_id) in self.store.payments:
+            raise asyncpg.UniqueViolationError("duplicate key value violates unique constraint")
+        self.store.payments[(self.scope, p.payment_id)] = p
+
+    async def unapplied_for_update(self, bill_to_id):
+        self.ran("unapplied")
+        return sorted((p for (o, _), p in self.store.payments.items() if o == self.scope
+                       and p.bill_to_id == bill_to_id and p.remaining > 0),
+                      key=lambda p: (p.received_at, p.payment_id))
+
+    async def save_remaining(self, payments) -> None:
+        if payments:
+            self.ran("save_remaining")
+        for p in payments:
+            self.store.payments[(self.scope, p.payment_id)] = p
+
+
+class MemCounters(_Repo):
+    async def take(self, kind: str) -> int:
+        self.ran(f"take_{kind}")
+        return _take(self.store, self.scope, kind)
 
 
 class MemCustomers(_Repo):
@@ -145,6 +263,8 @@ class World:
         u = OrdersUnitOfWork(None, scope, env, now=self.now)
         u.checkouts, u.orders, u.customers = (MemCheckouts(self.store, scope), MemOrders(self.store, scope),
                                               MemCustomers(self.store, scope))
+        u.invoices, u.payments, u.counters = (MemInvoices(self.store, scope), MemPayments(self.store, scope),
+                                              MemCounters(self.store, scope))
         u.saga = CheckoutSaga(TIMEOUT, self.mint)
         return u
 
@@ -323,7 +443,7 @@ async def test_credit_rejected_releases_the_cart_and_answers_over_the_credit_lim
                                                                                        checkout_id="chk_1"), None)
     assert (t2, answer.payload) == (GATEWAY, OverCreditLimit(
         cart_id=CART, limit=1_000, exposure=0, available=1_000, order_total=TOTALS.total,
-        shortfall=TOTALS.total - 1_000, currency="JMD"))
+        shortfall=TOTALS.total - 1_000, currency="JMD", largest_order_total_that_fits=1_000))
     assert world.store.orders == {}
 
 
