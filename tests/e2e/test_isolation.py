@@ -15,7 +15,6 @@ import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 import pytest_asyncio
 
@@ -25,7 +24,7 @@ from libs.contracts.ids import new_id
 
 from .conftest import Shops, erp_settled, publish_shops
 from .storefront import Storefront
-from tests.conftest import connect_unscoped
+from tests.conftest import connect_unscoped, until
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +87,7 @@ async def snapshot(w: World) -> dict:
     return {"cart": cart.body, "order": order.body, "confirmed": confirmed.body, "invoice": invoice.body}
 
 
-async def fulfil_first_line(erp, until, owner: Storefront, token: str, tenant_id: str, order: dict) -> dict:
+async def fulfil_first_line(erp, owner: Storefront, token: str, tenant_id: str, order: dict) -> dict:
     """The ERP ships the order's first line (erp.fulfilments.v1); the invoice it issues, once the owner sees it."""
     line = order["lines"][0]
     await erp.publish(topics.ERP_FULFILMENTS, FulfilmentRecorded(
@@ -104,7 +103,7 @@ async def fulfil_first_line(erp, until, owner: Storefront, token: str, tenant_id
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(stack, erp, http, new_tenant, until) -> World:
+async def world(stack, erp, http, new_tenant) -> World:
     shops = await publish_shops(stack, erp, new_tenant)
     owner_id = shops.test.big
     # the owner's customer id, published by the ERP in the other tenant and in live mode as well
@@ -125,7 +124,7 @@ async def world(stack, erp, http, new_tenant, until) -> World:
     ordered = await owner.cart_with(owner_token, {"sku": "RICE-1KG", "quantity": 2}, {"sku": "OIL-1L", "quantity": 1})
     placed = await owner.checkout(owner_token, ordered["id"])
     assert placed.status == 201, placed.body
-    invoice = await fulfil_first_line(erp, until, owner, owner_token, shops.test.tenant_id, placed.body)
+    invoice = await fulfil_first_line(erp, owner, owner_token, shops.test.tenant_id, placed.body)
     unshipped = await owner.checkout(owner_token, (await owner.cart_with(owner_token, {"sku": "OIL-1L",
                                                                                        "quantity": 1}))["id"])
     assert unshipped.status == 201, unshipped.body
@@ -226,7 +225,7 @@ async def checkouts_of(stack, cart_id: str) -> list[dict]:
     return [dict(r) for r in rows]
 
 
-async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: World, stack, until):
+async def test_an_outsiders_checkout_of_my_cart_id_does_not_block_mine(world: World, stack):
     owner, token, tenant = world.owner, world.owner_token, world.shops.test.tenant_id
     outsider, outsider_token = world.outsiders["other tenant"]
     cart = await owner.cart_with(token, {"sku": "OIL-1L", "quantity": 1})
