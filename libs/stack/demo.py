@@ -26,7 +26,8 @@ from libs.contracts import topics
 from libs.contracts.base import Message
 from libs.contracts.credit import CreditAccountView, GetCreditAccount
 from libs.contracts.envelope import Envelope
-from libs.contracts.erp import CreditLimitUpsert, CustomerUpsert, PriceUpsert, ProductUpsert
+from libs.contracts.erp import (CreditLimitUpsert, CustomerUpsert, DeliveryRecorded, FulfilmentRecorded,
+                              OrderCancellationRecorded, PaymentRecorded, PriceUpsert, ProductUpsert)
 from libs.contracts.ids import CUSTOMER, new_id
 from libs.contracts.money import DEFAULT_CURRENCY, TaxCategory
 from libs.runtime.kafka import ensure_topics
@@ -165,6 +166,10 @@ class ErpPublisher:
         ProductUpsert: (topics.ERP_PRODUCTS, lambda r: r.sku),
         PriceUpsert: (topics.ERP_PRICES, lambda r: r.sku),
         CreditLimitUpsert: (topics.ERP_CREDIT_LIMITS, lambda r: r.customer_id),
+        FulfilmentRecorded: (topics.ERP_FULFILMENTS, lambda r: r.order_id),
+        DeliveryRecorded: (topics.ERP_DELIVERIES, lambda r: r.order_id),
+        OrderCancellationRecorded: (topics.ERP_ORDER_CANCELLATIONS, lambda r: r.order_id),
+        PaymentRecorded: (topics.ERP_PAYMENTS, lambda r: r.customer_id),  # the bill-to account
     }
 
     def __init__(self, bootstrap: str) -> None:

@@ -96,7 +96,7 @@ async def test_repeated_crashes_are_given_up_on_loudly(supervised: Stack, caplog
     await until(lambda: "cart" in supervised.gave_up, timeout=90, message="supervisor gave up on cart")
     assert _said(caplog, "cart did not come back: cart exited with code 1 during start-up",
                  "It went down 3 times in 120 s: giving up, cart stays down; the rest keeps running",
-                 "db_pool_size")
+                 "HARMON_CART_DB_POOL_SIZE")
     assert supervised.pid("cart") is None and "cart" not in supervised.restarts
     assert not supervised.failed.is_set()  # a service down: the stack runs on without it
     assert supervised.pid("broker") is not None and supervised.pid("postgres") is not None
