@@ -17,6 +17,7 @@ import contextvars
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -207,3 +208,17 @@ def refuse_to_start(service: str, error: "ValidationError", env_prefix: str) -> 
                   os.environ.get("HARMON_INSTANCE_ID", "-"))
     logging.getLogger(f"harmon.{service}").critical("%s: refusing to start with these settings: %s", service, problems)
     sys.exit(1)
+
+
+def cli_logging(name: str, verbose: bool = False) -> None:
+    """A command line's records (`harmon`, the gateway's admin commands): a human line on a terminal, JSON lines
+    otherwise (the migrate job of a deployment, a captured run); `HARMON_LOG_FORMAT` decides when set
+    (docs/operations.md, "Logs")."""
+    log_format = os.environ.get("HARMON_LOG_FORMAT", "").strip().lower() or ("text" if sys.stderr.isatty() else "json")
+    if log_format not in LOG_FORMATS:
+        sys.exit(f"{name}: HARMON_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    setup_logging(name, "DEBUG" if verbose else "INFO", log_format,  # type: ignore[arg-type]
+                  os.environ.get("HARMON_INSTANCE_ID") or socket.gethostname(),
+                  text=SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    for noisy in ("alembic", "aiokafka", "aiokafka.consumer.group_coordinator"):
+        logging.getLogger(noisy).setLevel(logging.NOTSET if verbose else logging.WARNING)

@@ -19,14 +19,13 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from libs.contracts.topics import all_topic_names
-from libs.runtime.logs import LOG_FORMATS, SafeFormatter, setup_logging
+from libs.runtime.logs import cli_logging
 
 from .admin_cli import add_admin_parsers
 from .databases import migrate
@@ -271,16 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_cli_logging(verbose: bool) -> None:
-    """A human line on a terminal, JSON lines otherwise (the migrate job of a deployment, a captured run);
-    `HARMON_LOG_FORMAT` decides when set (docs/operations.md, "Logs")."""
-    log_format = os.environ.get("HARMON_LOG_FORMAT", "").strip().lower() or ("text" if sys.stderr.isatty() else "json")
-    if log_format not in LOG_FORMATS:
-        sys.exit(f"harmon: HARMON_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
-    setup_logging("harmon", "DEBUG" if verbose else "INFO", log_format,  # type: ignore[arg-type]
-                  os.environ.get("HARMON_INSTANCE_ID") or socket.gethostname(),
-                  text=SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
-    for noisy in ("alembic", "aiokafka", "aiokafka.consumer.group_coordinator"):
-        logging.getLogger(noisy).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    cli_logging("harmon", verbose)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.runtime.db import make_engine, make_sessionmaker
+from libs.runtime.logs import cli_logging
 
 from . import admin
 from .auth import TENANT_ALGORITHMS
@@ -437,8 +438,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cli_logging("harmon-admin")
     sys.exit(asyncio.run(args.run(args)))
 
 

@@ -26,7 +26,7 @@ from libs.runtime.context import ServiceContext
 from libs.runtime.database import Database
 from libs.runtime.subscriptions import open_subscriptions, start_subscriptions, stop_consuming
 from libs.runtime.metrics import Metrics
-from libs.runtime.migrations import head_revision
+from libs.runtime.migrations import head_revision, known_revisions
 from libs.runtime.outbox import Outbox
 
 from . import customers
@@ -250,6 +250,7 @@ def create_app(settings: Settings) -> web.Application:
     app[CACHE] = Cache(enabled=settings.cache, metrics=app[METRICS])
     app[HOLD] = hold
     app[health.HEAD] = head_revision(MIGRATIONS)
+    app[health.KNOWN] = known_revisions(MIGRATIONS)
     app.cleanup_ctx.extend([database, messaging, housekeeping])
     for module in (health, shopper_tokens, products, carts, checkout, orders, invoices, credit):
         module.add_routes(app)

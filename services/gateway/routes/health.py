@@ -16,6 +16,7 @@ from ..cache import CACHE
 from ..state import METRICS, SERVICE
 
 HEAD = web.AppKey("migrations_head", str)
+KNOWN = web.AppKey("migrations_known", frozenset)  # this version's revisions: a newer schema is usable too
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -38,7 +39,7 @@ async def readyz(request: web.Request) -> web.Response:
             ready=correlator.ready,
             quiet=app[HOLD].admitted == 0 and correlator.in_flight == 0)
 
-    result = await readiness_checks(ctx, app[HEAD], gateway_part, partitions_required=False)()
+    result = await readiness_checks(ctx, app[HEAD], gateway_part, partitions_required=False, known=app[KNOWN])()
     return web.json_response(result, status=200 if result["ready"] else 503)
 
 
