@@ -20,7 +20,8 @@ from pydantic.json_schema import models_json_schema
 from libs.contracts.cart import MAX_BASE_QUANTITY
 from libs.contracts.fields import MAX_AMOUNT, CartId, CartLineId, InvoiceId, OrderId, Sku
 
-from . import objects, schemas
+from libs.contracts import public as objects
+from . import schemas
 from .errors import (API_ERROR, AUTHENTICATION, IDEMPOTENCY, INVALID_REQUEST, PERMISSION, RATE_LIMIT, RETRY_AFTER_S,
                      ApiError, body_invalid, header_invalid, invalid, service_unavailable)
 from .idempotency import KEY_HEADER, MAX_KEY_CHARS, validate_key

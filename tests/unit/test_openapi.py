@@ -12,7 +12,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from services.gateway import objects, schemas
+from libs.contracts import public as objects
+from services.gateway import schemas
 from services.gateway.app import create_app
 from services.gateway.config import Settings
 from services.gateway.errors import CATALOGUE

@@ -9,7 +9,7 @@ from libs.contracts.fields import CartId, CartLineId, Sku, Uom
 from libs.contracts.ids import CART, CART_LINE
 from libs.contracts.pricing import CartPriced
 
-from .. import objects
+from libs.contracts import public as objects
 from ..state import BODY, CALLER, EXPECTED_VERSION, MINTED_ID, SHOPPER, endpoint
 from . import Body, NoBody, Quantity, Version, ask, path_id, refuse
 

@@ -9,7 +9,7 @@ from libs.contracts import topics
 from libs.contracts.fields import CartId, Notes, PoNumber
 from libs.contracts.orders import OrderView, OverCreditLimit, PlaceOrder
 
-from .. import objects
+from libs.contracts import public as objects
 from ..errors import ApiError
 from ..config import SETTINGS
 from ..state import BODY, CALLER, IDEMPOTENCY_KEY_HEADER, SHOPPER, endpoint

@@ -5,7 +5,7 @@ from aiohttp import web
 from libs.contracts import topics
 from libs.contracts.credit import CreditAccountView, GetCreditAccount
 
-from .. import objects
+from libs.contracts import public as objects
 from ..state import CALLER, SHOPPER, endpoint
 from . import ask
 

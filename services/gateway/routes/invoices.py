@@ -9,7 +9,7 @@ from libs.contracts import topics
 from libs.contracts.fields import InvoiceId, OrderId
 from libs.contracts.invoices import GetInvoice, InvoiceList, InvoiceView, ListInvoices
 
-from .. import objects
+from libs.contracts import public as objects
 from ..state import CALLER, SHOPPER, endpoint
 from . import Body, ask, parse_query, path_id
 

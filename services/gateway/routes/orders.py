@@ -8,7 +8,7 @@ from libs.contracts import topics
 from libs.contracts.fields import Notes, OrderId, OrderNumber
 from libs.contracts.orders import CancelOrder, GetOrder, ListOrders, OrderList, OrderView
 
-from .. import objects
+from libs.contracts import public as objects
 from ..state import BODY, CALLER, SHOPPER, endpoint
 from . import Body, ask, parse_query, path_id
 

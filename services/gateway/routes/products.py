@@ -7,7 +7,7 @@ from libs.contracts import topics
 from libs.contracts.fields import Sku
 from libs.contracts.pricing import GetProduct, ListProducts, ProductList, ProductView
 
-from .. import objects
+from libs.contracts import public as objects
 from ..state import ANY_KEY, CALLER, SHOPPER, endpoint
 from . import Body, ask, parse_query, path_value
 

@@ -7,7 +7,7 @@ from libs.contracts.fields import CustomerId
 from ..auth import TOKENS, active_customer
 from ..cache import CACHE
 from ..errors import INVALID_REQUEST, ApiError
-from ..objects import timestamp
+from libs.contracts.public import timestamp
 from ..state import BODY, CALLER, LOOKUPS, endpoint
 from . import Body
 

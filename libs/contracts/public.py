@@ -1,4 +1,8 @@
-"""The API's objects (Stripe-like: `id`, `object`, `livemode`), built from the services' replies."""
+"""The API's public objects (Stripe-like: `id`, `object`, `livemode`), built from the services' views.
+
+Shared vocabulary: the gateway answers with them, and notifier puts the same object in an event's
+`data.object` and in the webhook body (docs/api.md), so an event shows an order exactly as the API does.
+"""
 
 from datetime import UTC, datetime
 from typing import Any
