@@ -5,7 +5,7 @@ from typing import Annotated, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from . import cart, credit, erp, invoices, orders, pricing
+from . import cart, credit, erp, invoices, orders, pricing, webhooks
 from .base import Failure, Message
 from .fields import TenantId, Token
 from .ids import MESSAGE, new_id
@@ -33,6 +33,12 @@ AnyMessage = Annotated[
         invoices.GetInvoice, invoices.ListInvoices, invoices.InvoiceList, invoices.InvoiceView,
         invoices.InvoiceIssued, invoices.InvoiceDueDateSet, invoices.PaymentApplied, invoices.InvoicePaid,
         invoices.InvoiceVoided, invoices.InvoiceOverdue, invoices.PaymentUnapplied,
+        # webhooks (notifier owns them)
+        webhooks.CreateWebhookEndpoint, webhooks.UpdateWebhookEndpoint, webhooks.DeleteWebhookEndpoint,
+        webhooks.RotateWebhookSecret, webhooks.GetWebhookEndpoint, webhooks.ListWebhookEndpoints,
+        webhooks.ListWebhookDeliveries, webhooks.GetEvent, webhooks.ListEvents, webhooks.WebhookEndpointView,
+        webhooks.WebhookEndpointDeleted, webhooks.WebhookEndpointList, webhooks.WebhookDeliveryView,
+        webhooks.WebhookDeliveryList, webhooks.EventView, webhooks.EventList,
         # master data from the ERP
         erp.CustomerUpsert, erp.ProductUpsert, erp.PriceUpsert, erp.CreditLimitUpsert,
         # lifecycle facts from the ERP

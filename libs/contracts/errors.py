@@ -25,5 +25,6 @@ class ErrorCode(StrEnum):
     ORDER_CANCELLED = "order_cancelled"
     CURRENCY_MISMATCH = "currency_mismatch"
     INVOICE_UNKNOWN = "invoice_unknown"
+    URL_INVALID = "url_invalid"  # a webhook endpoint's URL it may not use (not https in live mode, not public)
     UPSTREAM_TIMEOUT = "upstream_timeout"
     INTERNAL_ERROR = "internal_error"

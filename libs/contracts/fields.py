@@ -91,6 +91,12 @@ OrderId = object_id(ids.ORDER)
 CheckoutId = object_id(ids.CHECKOUT)
 ReservationId = object_id(ids.RESERVATION)
 InvoiceId = object_id(ids.INVOICE)
+EventId = object_id(ids.EVENT)
+WebhookEndpointId = object_id(ids.WEBHOOK_ENDPOINT)
+WebhookDeliveryId = object_id(ids.WEBHOOK_DELIVERY)
+# an endpoint's URL: http(s), printable ASCII, no spaces (what it may point at is notifier's rule, docs/api.md)
+WebhookUrl = _kind(r"^https?://[\x21-\x7e]{1,2040}$", "must be an http:// or https:// URL of printable characters",
+                   max_length=2048)
 # `<tenant prefix>-NNNNNN` (orders' per-tenant, per-mode counters); invoices `<prefix>-INV-NNNNNN`
 OrderPrefix = _kind(r"^[A-Z0-9]{1,12}$", "must be 1 to 12 capital letters or digits")
 OrderNumber = _kind(r"^[A-Z0-9]{1,12}-[0-9]{6,15}$", "must be a prefix, '-' and at least six digits, e.g. ACME-000042")

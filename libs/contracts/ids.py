@@ -12,6 +12,7 @@ ORDER_LINE = "oli"
 INVOICE = "inv"
 EVENT = "evt"
 WEBHOOK_ENDPOINT = "we"
+WEBHOOK_DELIVERY = "wda"  # one delivery attempt
 REQUEST = "req"
 MESSAGE = "msg"
 CHECKOUT = "chk"

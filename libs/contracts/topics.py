@@ -19,6 +19,10 @@ PRICING_COMMANDS = TopicSpec("pricing.commands.v1", "cart id or sku", ("PriceLin
 CREDIT_COMMANDS = TopicSpec("credit.commands.v1", "bill-to account id", ("ReserveCredit", "ReleaseCredit", "GetCreditAccount"))
 ORDERS_COMMANDS = TopicSpec("orders.commands.v1", "cart id (CancelOrder, GetOrder: order id; invoices: invoice id)",
                             ("PlaceOrder", "GetOrder", "ListOrders", "CancelOrder", "GetInvoice", "ListInvoices"))
+NOTIFIER_COMMANDS = TopicSpec("notifier.commands.v1", "endpoint id (events: event id)",
+                              ("CreateWebhookEndpoint", "UpdateWebhookEndpoint", "DeleteWebhookEndpoint",
+                               "RotateWebhookSecret", "GetWebhookEndpoint", "ListWebhookEndpoints",
+                               "ListWebhookDeliveries", "GetEvent", "ListEvents"))
 ORDERS_REPLIES = TopicSpec("orders.replies.v1", "checkout id", ("CartFrozen", "CartCompleted", "CartReleased", "LinesPriced", "CheckoutPriced", "CreditReserved", "CreditRejected", "CreditReleased", "Failure"))
 ORDERS_EVENTS = TopicSpec("orders.events.v1", "order id", ("OrderConfirmed", "OrderPartiallyFulfilled", "OrderFulfilled",
                                                             "FulfilmentDelivered", "OrderDelivered", "OrderCancelled"))
@@ -41,6 +45,7 @@ ALL: tuple[TopicSpec, ...] = (
     PRICING_COMMANDS,
     CREDIT_COMMANDS,
     ORDERS_COMMANDS,
+    NOTIFIER_COMMANDS,
     ORDERS_REPLIES,
     ORDERS_EVENTS,
     INVOICES_EVENTS,
