@@ -1,1 +1,1 @@
-"""Events for subscribers: records what happened (signed webhook deliveries come later)."""
+"""Events for subscribers: records what happened, and delivers it as signed webhooks (docs/api.md, "Webhooks")."""

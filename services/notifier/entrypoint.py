@@ -1,6 +1,8 @@
-"""Subscriptions of the notifier: every public event of orders.events.v1 and invoices.events.v1."""
+"""Subscriptions of the notifier: every public event of orders.events.v1 and invoices.events.v1, and the webhook
+commands and queries on notifier.commands.v1 (libs/contracts/webhooks.py)."""
 
 from libs.contracts import topics
+from libs.contracts import webhooks as w
 from libs.contracts.invoices import (InvoiceDueDateSet, InvoiceIssued, InvoiceOverdue, InvoicePaid, InvoiceVoided,
                                      PaymentApplied, PaymentUnapplied)
 from libs.contracts.orders import (FulfilmentDelivered, OrderCancelled, OrderConfirmed, OrderDelivered,
@@ -22,3 +24,15 @@ def register(ctx: ServiceContext) -> None:
               queries={t: handlers.not_public for t in NOT_PUBLIC[topics.ORDERS_EVENTS]})
     subscribe(ctx, topics.INVOICES_EVENTS, {t: handlers.record_invoice_event for t in INVOICE_EVENTS},
               queries={t: handlers.not_public for t in NOT_PUBLIC[topics.INVOICES_EVENTS]})
+    subscribe(ctx, topics.NOTIFIER_COMMANDS, {
+        w.CreateWebhookEndpoint: handlers.create_webhook_endpoint,
+        w.UpdateWebhookEndpoint: handlers.update_webhook_endpoint,
+        w.DeleteWebhookEndpoint: handlers.delete_webhook_endpoint,
+        w.RotateWebhookSecret: handlers.rotate_webhook_secret,
+    }, queries={
+        w.GetWebhookEndpoint: handlers.get_webhook_endpoint,
+        w.ListWebhookEndpoints: handlers.list_webhook_endpoints,
+        w.ListWebhookDeliveries: handlers.list_webhook_deliveries,
+        w.GetEvent: handlers.get_event,
+        w.ListEvents: handlers.list_events,
+    })

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from libs.contracts import topics
+from libs.contracts import public, topics
 from libs.contracts.envelope import Envelope
 from libs.contracts.invoices import (InvoiceDueDateSet, InvoiceIssued, InvoiceLine, InvoiceOverdue, InvoicePaid,
                                      InvoiceView, InvoiceVoided, PaymentApplied, PaymentUnapplied)
@@ -18,16 +18,82 @@ from libs.contracts.orders import (FulfilmentDelivered, OrderCancelled, OrderCon
                                    OrderFulfilled, OrderLine, OrderPartiallyFulfilled, OrderView)
 from libs.runtime.database import Scope
 from services.notifier import entrypoint, handlers
-from services.notifier.domain import PUBLIC_NAMES, PublicEvent, public_event_type
+from services.notifier.domain import PUBLIC_NAMES, Attempt, Endpoint, PublicEvent, public_event_type
 from services.notifier.unit_of_work import NotifierUnitOfWork
 
 TENANT = "ten_A"
 OCCURRED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
+class InMemoryEndpoints:
+    """services/notifier/repository.py Endpoints in memory (secrets in the clear: sealing is the repository's)."""
+
+    def __init__(self):
+        self.rows: dict[str, Endpoint] = {}
+
+    async def add(self, endpoint: Endpoint) -> bool:
+        if endpoint.id in self.rows:
+            return False
+        self.rows[endpoint.id] = endpoint
+        return True
+
+    async def get(self, endpoint_id: str, *, for_update: bool = False) -> Endpoint | None:
+        return self.rows.get(endpoint_id)
+
+    async def save(self, endpoint: Endpoint, *, secrets_changed: bool = False) -> None:
+        self.rows[endpoint.id] = endpoint
+
+    async def delete(self, endpoint_id: str) -> bool:
+        return self.rows.pop(endpoint_id, None) is not None
+
+    async def page(self, limit: int, starting_after: str | None) -> list[Endpoint]:
+        rows = sorted(self.rows.values(), key=lambda e: e.id, reverse=True)
+        return [e for e in rows if starting_after is None or e.id < starting_after][:limit]
+
+    async def subscribed(self, event_type: str) -> list[str]:
+        return sorted(e.id for e in self.rows.values() if e.subscribed(event_type))
+
+
+class InMemoryDeliveries:
+    def __init__(self):
+        self.rows: dict[tuple[str, str], dict] = {}  # (endpoint, event) → delivery
+        self.attempt_rows: list[Attempt] = []
+
+    async def enqueue(self, event: PublicEvent, endpoint_ids: list[str], now: datetime) -> int:
+        new = [e for e in endpoint_ids if (e, event.id) not in self.rows]
+        for e in new:
+            self.rows[(e, event.id)] = {"status": "pending", "event_type": event.type, "next_attempt_at": now}
+        return len(new)
+
+    async def cancel_for(self, endpoint_id: str) -> int:
+        pending = [d for (e, _), d in self.rows.items() if e == endpoint_id and d["status"] == "pending"]
+        for d in pending:
+            d["status"] = "cancelled"
+        return len(pending)
+
+    async def attempts(self, endpoint_id: str, limit: int, starting_after: str | None) -> list[Attempt]:
+        rows = sorted((a for a in self.attempt_rows if a.endpoint_id == endpoint_id), key=lambda a: a.id,
+                      reverse=True)
+        return [a for a in rows if starting_after is None or a.id < starting_after][:limit]
+
+
 class InMemoryEvents:
     def __init__(self):
         self.rows: dict[tuple, PublicEvent] = {}
+        # the rest of the unit of work, so a test passes only the events (and reads the others when it cares)
+        self.endpoints = InMemoryEndpoints()
+        self.deliveries = InMemoryDeliveries()
+
+    def bind(self, uow: NotifierUnitOfWork) -> None:
+        uow.events, uow.endpoints, uow.deliveries = self, self.endpoints, self.deliveries
+
+    async def get(self, event_id: str) -> PublicEvent | None:
+        return next((e for e in self.rows.values() if e.id == event_id), None)
+
+    async def page(self, limit: int, starting_after: str | None, event_type: str | None) -> list[PublicEvent]:
+        rows = sorted(self.rows.values(), key=lambda e: e.id, reverse=True)
+        return [e for e in rows if (starting_after is None or e.id < starting_after)
+                and (event_type is None or e.type == event_type)][:limit]
 
     async def record(self, event: PublicEvent) -> bool:
         key = (event.aggregate_id, event.aggregate_version, event.type)
@@ -49,7 +115,7 @@ def order(order_id: str = "ord_1") -> OrderView:
 async def deliver(events: InMemoryEvents, evt: OrderConfirmed, **envelope) -> NotifierUnitOfWork:
     env = Envelope(tenant_id=TENANT, livemode=False, payload=evt, occurred_at=OCCURRED, **envelope)
     uow = NotifierUnitOfWork(None, Scope(TENANT, False), env, now=OCCURRED + timedelta(seconds=1))
-    uow.events = events
+    events.bind(uow)
     assert await handlers.record_order_event(evt, uow) is None  # an event: nobody to answer
     assert uow.outbox.envelopes == []
     return uow
@@ -62,7 +128,8 @@ async def test_an_order_confirmed_is_recorded_as_the_public_event_subscribers_se
     [event] = events.rows.values()
     assert event.id.startswith("evt_")
     assert (event.type, event.aggregate_id, event.aggregate_version) == ("order.confirmed", "ord_1", 3)
-    assert event.data == evt.order.model_dump(mode="json")
+    assert event.data == {"object": public.order(evt.order, False)}  # the order exactly as the API shows it
+    assert event.data["object"]["object"] == "order" and event.data["object"]["livemode"] is False
     assert (event.occurred_at, event.received_at) == (OCCURRED, OCCURRED + timedelta(seconds=1))
 
 
@@ -126,7 +193,7 @@ INVOICE_EVENTS = [
 async def record(events: InMemoryEvents, handler, evt, version: int) -> None:
     env = Envelope(tenant_id=TENANT, livemode=False, payload=evt, occurred_at=OCCURRED, aggregate_version=version)
     uow = NotifierUnitOfWork(None, Scope(TENANT, False), env, now=OCCURRED)
-    uow.events = events
+    events.bind(uow)
     assert await handler(evt, uow) is None
     assert uow.outbox.envelopes == []
 
@@ -138,9 +205,9 @@ async def test_every_public_order_event_is_recorded_under_its_public_name_with_t
     got = sorted(events.rows.values(), key=lambda e: e.aggregate_version)
     assert [(e.type, e.aggregate_id, e.aggregate_version) for e in got] == [
         (name, "ord_1", v) for v, (_, name) in enumerate(ORDER_EVENTS, start=1)]
-    assert [e.data["status"] for e in got] == ["confirmed", "partially_fulfilled", "fulfilled", "delivered",
+    assert [e.data["object"]["status"] for e in got] == ["confirmed", "partially_fulfilled", "fulfilled", "delivered",
                                                "cancelled"]
-    assert got[-1].data == ORDER_EVENTS[-1][0].order.model_dump(mode="json")
+    assert got[-1].data == {"object": public.order(ORDER_EVENTS[-1][0].order, False)}
 
 
 async def test_every_public_invoice_event_is_recorded_per_invoice_with_the_invoice_as_data():
@@ -149,8 +216,8 @@ async def test_every_public_invoice_event_is_recorded_per_invoice_with_the_invoi
         await record(events, handlers.record_invoice_event, evt, version)
     got = sorted(events.rows.values(), key=lambda e: e.aggregate_version)
     assert [(e.type, e.aggregate_id) for e in got] == [(name, "inv_1") for _, name in INVOICE_EVENTS]
-    assert got[0].data == INVOICE_EVENTS[0][0].invoice.model_dump(mode="json")
-    assert (got[1].data["status"], got[1].data["amount_due"]) == ("paid", 0)
+    assert got[0].data == {"object": public.invoice(INVOICE_EVENTS[0][0].invoice, False)}
+    assert (got[1].data["object"]["status"], got[1].data["object"]["amount_due"]) == ("paid", 0)
 
 
 async def test_an_invoice_event_sent_again_is_recorded_once():
@@ -177,7 +244,8 @@ def routes() -> dict:
 
 def test_every_type_on_the_topics_it_reads_is_routed_so_none_is_dead_lettered():
     r = routes()
-    assert set(r) == {topics.ORDERS_EVENTS.name, topics.INVOICES_EVENTS.name}
+    assert set(r) == {topics.ORDERS_EVENTS.name, topics.INVOICES_EVENTS.name, topics.NOTIFIER_COMMANDS.name}
+    assert set(r[topics.NOTIFIER_COMMANDS.name]) == set(topics.NOTIFIER_COMMANDS.carries)
     for spec in (topics.ORDERS_EVENTS, topics.INVOICES_EVENTS):
         assert set(r[spec.name]) == set(spec.carries), spec.name
         for type_, route in r[spec.name].items():
