@@ -46,6 +46,7 @@ log = logging.getLogger("harmon.stack")
 SERVICES: tuple[str, ...] = ("gateway", "cart", "pricing", "credit", "orders", "notifier")
 DEFAULT_PARTITIONS = 2
 SIGNING_SECRET_BYTES = 48  # the gateway wants at least 32 characters
+NOTIFIER_KEY_BYTES = 32  # AES-256-GCM (services/notifier/sealing.py)
 INSTANCE_ID = "1"
 WATCH_INTERVAL_S = 0.2  # how soon a crash is seen
 HOLD_WAIT_S = 3.0  # how long new requests may wait at the gateway for the stack to turn quiet
@@ -204,6 +205,11 @@ class Stack:
         return self.secrets.token("gateway_signing_secret", SIGNING_SECRET_BYTES)
 
     @property
+    def notifier_secrets_key(self) -> str:
+        assert self.secrets is not None, "the stack is not started"
+        return self.secrets.token("notifier_secrets_key", NOTIFIER_KEY_BYTES)
+
+    @property
     def running(self) -> bool:
         """Between start() and stop(): True from the moment start() begins."""
         return self._running
@@ -353,6 +359,8 @@ class Stack:
             env["HARMON_GATEWAY_SIGNING_SECRET"] = self.signing_secret
         else:
             env[_env_var(service, "HEALTH_PORT")] = str(self.health_ports[service])
+        if service == "notifier":  # seals the webhook endpoints' secrets: made once, kept with the state
+            env["HARMON_NOTIFIER_SECRETS_KEY"] = self.notifier_secrets_key
         env.update(self.extra_env.get(service, {}))
         return env
 
