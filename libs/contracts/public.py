@@ -12,6 +12,7 @@ from libs.contracts.credit import CreditAccountView
 from libs.contracts.invoices import InvoiceLine, InvoiceView
 from libs.contracts.orders import FulfilmentView, OpenInvoice, OrderLine, OrderView
 from libs.contracts.pricing import LinesPriced, ProductView
+from libs.contracts.webhooks import EventView, WebhookDeliveryView, WebhookEndpointView
 
 
 def timestamp(dt: datetime) -> str:
@@ -136,6 +137,38 @@ def credit_account(view: CreditAccountView, livemode: bool) -> dict[str, Any]:
         "exposure": view.exposure, "available": view.available, "unapplied": view.unapplied,
         "open_invoices": [open_invoice(x) for x in view.open_invoices],
     }
+
+
+def webhook_endpoint(view: WebhookEndpointView, livemode: bool) -> dict[str, Any]:
+    """`secret` only when the view carries it (the create and rotate answers); never in a list or an event."""
+    obj: dict[str, Any] = {
+        "id": view.endpoint_id, "object": "webhook_endpoint", "livemode": livemode, "url": view.url,
+        "enabled_events": list(view.enabled_events), "description": view.description, "status": view.status,
+        "created": timestamp(view.created_at),
+    }
+    if view.secret is not None:
+        obj["secret"] = view.secret
+    return obj
+
+
+def deleted_webhook_endpoint(endpoint_id: str, livemode: bool) -> dict[str, Any]:
+    return {"id": endpoint_id, "object": "webhook_endpoint", "livemode": livemode, "deleted": True}
+
+
+def webhook_delivery(view: WebhookDeliveryView) -> dict[str, Any]:
+    return {
+        "id": view.delivery_id, "object": "webhook_delivery", "endpoint": view.endpoint_id, "event": view.event_id,
+        "event_type": view.event_type, "attempt": view.attempt, "created": timestamp(view.attempted_at),
+        "outcome": view.outcome, "status_code": view.status_code, "error": view.error,
+        "latency_ms": view.latency_ms, "response_body": view.response_body,
+        "next_attempt": maybe_timestamp(view.next_attempt_at),
+    }
+
+
+def event(view: EventView, livemode: bool) -> dict[str, Any]:
+    """The API's event and the webhook body alike: `data.object` is the object as the API shows it."""
+    return {"id": view.event_id, "object": "event", "type": view.event_type, "created": timestamp(view.created_at),
+            "livemode": livemode, "data": view.data}
 
 
 def listing(url: str, data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:

@@ -39,8 +39,8 @@ from .errors import INVALID_REQUEST, ApiError, body_invalid, error_middleware
 from .hold import HOLD, Hold
 from .idempotency import IDEMPOTENCY_STORE, IdempotencyStore, idempotency_middleware
 from .ratelimit import RATE_LIMITER, Limits, RateLimiter
-from .routes import (carts, checkout, credit, docs, expected_version, health, invoices, orders, parse_body,
-                     products, shopper_tokens)
+from .routes import (carts, checkout, credit, docs, events, expected_version, health, invoices, orders, parse_body,
+                     products, shopper_tokens, webhooks)
 from .state import (BODY, CALLER, ENGINE, EXPECTED_VERSION, JSON_BODY, LOOKUPS, METRICS, REQUEST_ID_HEADER,
                     SERVICE, SESSIONMAKER, endpoint_of)
 
@@ -252,7 +252,7 @@ def create_app(settings: Settings) -> web.Application:
     app[health.HEAD] = head_revision(MIGRATIONS)
     app[health.KNOWN] = known_revisions(MIGRATIONS)
     app.cleanup_ctx.extend([database, messaging, housekeeping])
-    for module in (health, shopper_tokens, products, carts, checkout, orders, invoices, credit):
+    for module in (health, shopper_tokens, products, carts, checkout, orders, invoices, credit, webhooks, events):
         module.add_routes(app)
     for route in app.router.routes():
         path = route.resource.canonical if route.resource is not None else ""

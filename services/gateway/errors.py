@@ -107,6 +107,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "parameter_invalid": (400, INVALID_REQUEST),
     "parameter_missing": (400, INVALID_REQUEST),
     "parameter_unknown": (400, INVALID_REQUEST),
+    "url_invalid": (400, INVALID_REQUEST),  # a webhook endpoint's URL notifier may not use (param `url`)
     "upstream_timeout": (504, API_ERROR),
     "internal_error": (500, API_ERROR),  # a service refused a message that fails every time (dead-lettered)
 }

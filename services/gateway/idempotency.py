@@ -191,8 +191,10 @@ def idempotency_middleware() -> web.middleware:
             await store.release(caller.tenant_id, caller.livemode, key, claim.lease_until)
             return response
         try:
-            earlier = await store.finish(caller.tenant_id, caller.livemode, key, response.status,
-                                         json.loads(response.body))
+            stored = json.loads(response.body)
+            for name in endpoint.withheld:  # a secret is answered once, never kept in our database
+                stored.pop(name, None)
+            earlier = await store.finish(caller.tenant_id, caller.livemode, key, response.status, stored)
         except Exception:
             # the operation ran; answer it, and let the lease lapse so a retry runs it again (idempotently)
             log.exception("could not store the final answer of an idempotent request")

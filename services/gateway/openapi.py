@@ -18,7 +18,8 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from libs.contracts.cart import MAX_BASE_QUANTITY
-from libs.contracts.fields import MAX_AMOUNT, CartId, CartLineId, InvoiceId, OrderId, Sku
+from libs.contracts.fields import (MAX_AMOUNT, CartId, CartLineId, EventId, InvoiceId, OrderId, Sku,
+                                   WebhookEndpointId)
 
 from libs.contracts import public as objects
 from . import schemas
@@ -28,10 +29,13 @@ from .idempotency import KEY_HEADER, MAX_KEY_CHARS, validate_key
 from .routes import expected_version, parse_body
 from .routes.carts import AddLineBody, ChangeLineBody
 from .routes.checkout import CheckoutBody, over_credit_limit
+from .routes.events import EventsQuery
 from .routes.invoices import InvoicesQuery
 from .routes.orders import CancelBody, OrdersQuery
 from .routes.products import ListQuery
 from .routes.shopper_tokens import ShopperTokenBody
+from .routes.webhooks import (CreateEndpointBody, DeliveriesQuery, EndpointsQuery, RotateSecretBody,
+                              UpdateEndpointBody)
 from .state import KIND_PUBLISHABLE, REPLAYED_HEADER, SHOPPER_HEADER, Endpoint
 
 OPENAPI_PATH = "/openapi.json"
@@ -49,6 +53,8 @@ ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "parameter_invalid": (400, INVALID_REQUEST, KEY_HEADER,
                           f"{KEY_HEADER} must be 1 to {MAX_KEY_CHARS} printable ASCII characters"),
     "parameter_unknown": (400, INVALID_REQUEST, "customer_id", "unknown parameter: customer_id"),
+    "url_invalid": (400, INVALID_REQUEST, "url", "in live mode an endpoint's URL must be https and resolve only to "
+                                                 "public addresses: shop.internal resolves to 10.0.4.7"),
     "sku_unknown": (400, INVALID_REQUEST, "sku", "no product with sku 'RICE-20KG'"),
     "uom_unknown": (400, INVALID_REQUEST, "order_uom", "unit 'PALLET' is not sold for this product (units: CASE)"),
     "quantity_invalid": (400, INVALID_REQUEST, "quantity",
@@ -189,6 +195,60 @@ OPERATIONS: dict[str, Operation] = {
         description="Only the invoices of the token's customer's orders are found. A fulfilment issues one "
                     "invoice for what it shipped; `due_at` is `issued_at` + the net days, or (cod) the delivery's "
                     "time once it is recorded."),
+    "create_webhook_endpoint": Operation(
+        "Create a webhook endpoint", 201, schemas.WebhookEndpoint,
+        lambda: objects.webhook_endpoint(schemas.EXAMPLE_NEW_ENDPOINT, False),
+        errors=(invalid("parameter_invalid", "enabled_events[1] is 'order.shipped', not an event type",
+                        "enabled_events[1]"), "url_invalid"),
+        description="Events of the key's tenant and mode are POSTed to `url`, signed with the endpoint's "
+                    "`secret` (`Harmon-Signature`), which only this answer shows: a replay of it with the same "
+                    "`Idempotency-Key` answers the endpoint without it (rotate to get a new one). In live mode the "
+                    "URL must be `https` and resolve only to public addresses (else 400 **url_invalid**); test "
+                    "mode also takes `http` and loopback or private addresses, for local receivers."),
+    "list_webhook_endpoints": Operation(
+        "List webhook endpoints", 200, schemas.WebhookEndpointList,
+        lambda: objects.listing("/v1/webhook_endpoints", [objects.webhook_endpoint(schemas.EXAMPLE_ENDPOINT, False)],
+                                False),
+        description="The key's tenant's endpoints in its mode, newest first; never with their secrets."),
+    "get_webhook_endpoint": Operation(
+        "Read a webhook endpoint", 200, schemas.WebhookEndpoint,
+        lambda: objects.webhook_endpoint(schemas.EXAMPLE_ENDPOINT, False), errors=("resource_missing",),
+        description="Another tenant's or mode's endpoint is not found. `status` is disabled once an update "
+                    "disabled it or notifier did, after 3 days of failed deliveries."),
+    "update_webhook_endpoint": Operation(
+        "Change a webhook endpoint", 200, schemas.WebhookEndpoint,
+        lambda: objects.webhook_endpoint(schemas.EXAMPLE_DISABLED_ENDPOINT, False),
+        errors=("resource_missing", "url_invalid"),
+        description="Only the fields given change: `url` (checked again), `enabled_events`, `description`; "
+                    "`disabled` true stops deliveries, false resumes them."),
+    "delete_webhook_endpoint": Operation(
+        "Delete a webhook endpoint", 200, schemas.DeletedWebhookEndpoint,
+        lambda: objects.deleted_webhook_endpoint(schemas.EXAMPLE_ENDPOINT.endpoint_id, False),
+        errors=("resource_missing",),
+        description="The endpoint is gone (404 after) and its pending deliveries are cancelled."),
+    "rotate_webhook_secret": Operation(
+        "Rotate a webhook endpoint's secret", 200, schemas.WebhookEndpoint,
+        lambda: objects.webhook_endpoint(schemas.EXAMPLE_NEW_ENDPOINT, False), errors=("resource_missing",),
+        description="A new `secret`, shown only in this answer; the old one keeps signing beside it (one "
+                    "`v1=` each in `Harmon-Signature`) for `expires_in_s` (default 24 h, 0: it stops now)."),
+    "list_webhook_deliveries": Operation(
+        "List an endpoint's delivery attempts", 200, schemas.WebhookDeliveryList,
+        lambda: objects.listing(f"/v1/webhook_endpoints/{schemas.EXAMPLE_ENDPOINT.endpoint_id}/deliveries",
+                                [objects.webhook_delivery(d) for d in (schemas.EXAMPLE_DELIVERED,
+                                                                       schemas.EXAMPLE_RETRYING)], False),
+        errors=("resource_missing",),
+        description="Every attempt, newest first: when, the endpoint's status or the error's class, the latency "
+                    "and the first 1 KiB of its answer; `next_attempt` when another is scheduled."),
+    "list_events": Operation(
+        "List events", 200, schemas.EventList,
+        lambda: objects.listing("/v1/events", [objects.event(schemas.EXAMPLE_EVENT, False)], False),
+        description="The key's tenant's events in its mode, newest first; page with `limit` and "
+                    "`starting_after`, filter by `type`."),
+    "get_event": Operation(
+        "Read an event", 200, schemas.Event, lambda: objects.event(schemas.EXAMPLE_EVENT, False),
+        errors=("resource_missing",),
+        description="`data.object` is the order or invoice as the API showed it when the event happened: the "
+                    "same JSON a webhook delivered."),
     "get_credit": Operation(
         "Read the customer's credit", 200, schemas.CreditAccount,
         lambda: objects.credit_account(schemas.EXAMPLE_CREDIT_ACCOUNT, False), errors=("resource_missing",),
@@ -203,6 +263,8 @@ PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {  # name → (schema of it
     "order_id": (TypeAdapter(OrderId).json_schema(), schemas.EXAMPLE_ORDER.order_id),
     "invoice_id": (TypeAdapter(InvoiceId).json_schema(), schemas.EXAMPLE_INVOICE.invoice_id),
     "sku": (TypeAdapter(Sku).json_schema(), schemas.EXAMPLE_PRODUCT.sku),
+    "endpoint_id": (TypeAdapter(WebhookEndpointId).json_schema(), schemas.EXAMPLE_ENDPOINT.endpoint_id),
+    "event_id": (TypeAdapter(EventId).json_schema(), schemas.EXAMPLE_EVENT.event_id),
 }
 
 REQUEST_EXAMPLES: dict[type[BaseModel], dict[str, dict[str, Any]]] = {
@@ -222,11 +284,26 @@ REQUEST_EXAMPLES: dict[type[BaseModel], dict[str, dict[str, Any]]] = {
     CancelBody: {"with a reason": {"reason": "ordered twice"}, "without": {}},
     CheckoutBody: {"with a PO number": {"cart_id": schemas.EXAMPLE_CART.cart_id, "po_number": "PO-1001",
                                         "notes": "Deliver to the back door"}},
+    CreateEndpointBody: {
+        "some events": {"url": "https://shop.example.com/harmon/webhooks",
+                        "enabled_events": ["order.confirmed", "invoice.issued"], "description": "order sync"},
+        "every event, a local receiver (test mode)": {"url": "http://127.0.0.1:8765/webhooks",
+                                                      "enabled_events": ["*"]},
+    },
+    UpdateEndpointBody: {"disable it": {"disabled": True},
+                         "change its events": {"enabled_events": ["order.confirmed", "order.cancelled"]}},
+    RotateSecretBody: {"an hour's overlap": {"expires_in_s": 3600}, "the default 24 h": {}},
+    EndpointsQuery: {"the next page": {"limit": 10, "starting_after": schemas.EXAMPLE_ENDPOINT.endpoint_id}},
+    DeliveriesQuery: {"the next page": {"limit": 10, "starting_after": schemas.EXAMPLE_RETRYING.delivery_id}},
+    EventsQuery: {"confirmed orders": {"type": "order.confirmed", "limit": 10},
+                  "the next page": {"limit": 10, "starting_after": schemas.EXAMPLE_EVENT.event_id}},
 }
 EMPTY_BODY_EXAMPLE = {"no parameters": {}}
 
 RESPONSE_MODELS = (schemas.ShopperToken, schemas.ProductList, schemas.OrderList, schemas.Product, schemas.Cart,
                    schemas.PricedCart, schemas.Order, schemas.InvoiceList, schemas.Invoice, schemas.CreditAccount,
+                   schemas.WebhookEndpoint, schemas.WebhookEndpointList, schemas.DeletedWebhookEndpoint,
+                   schemas.WebhookDeliveryList, schemas.Event, schemas.EventList,
                    schemas.ErrorResponse, schemas.OverCreditLimit)
 
 HEADERS = {
@@ -434,7 +511,7 @@ mode's object, then 409/402).
 `Access-Control-Allow-Origin`. Secret keys belong on your server.
 
 **Money** is integer minor units (cents) beside an ISO `currency`; times are ISO-8601 UTC; ids carry a prefix
-(`cart_`, `cli_`, `ord_`, `inv_`, `cus_`, `req_`).
+(`cart_`, `cli_`, `ord_`, `inv_`, `cus_`, `we_`, `evt_`, `wda_`, `req_`).
 
 **Idempotency.** Every POST accepts `{KEY_HEADER}`; the first final answer is stored and replayed with
 `{REPLAYED_HEADER}: true`. Retrying after a 5xx or a 504 with the same key is safe.

@@ -23,6 +23,10 @@ from libs.contracts.orders import FulfilmentLineView, FulfilmentView, OpenInvoic
 from libs.contracts.orders import OrderLine as OrderLineView
 from libs.contracts.orders import OrderView, OverCreditLimit as OverCreditLimitView, StatusTransition as StatusTransitionView
 from libs.contracts.pricing import LinesPriced, PricedLine, PriceSource, ProductList as ProductListView, ProductView
+from libs.contracts.fields import EventId, WebhookDeliveryId, WebhookEndpointId, WebhookUrl
+from libs.contracts.webhooks import EVENT_TYPES, EventType
+from libs.contracts.webhooks import EventView, WebhookDeliveryView, WebhookEndpointView
+from libs.contracts import public
 
 Timestamp = Annotated[datetime, Field(description="ISO-8601, UTC (`Z`)")]
 Livemode = Annotated[bool, Field(description="true for live keys' data, false for test keys'")]
@@ -287,6 +291,84 @@ class ShopperToken(ApiObject):
     expires_at: Timestamp
 
 
+class WebhookEndpoint(ApiObject):
+    """Where the tenant's events of the key's mode are POSTed, signed with the endpoint's secret."""
+
+    id: WebhookEndpointId
+    object: Literal["webhook_endpoint"]
+    livemode: Livemode
+    url: WebhookUrl
+    enabled_events: list[EventType] = Field(description="the event types it receives; [\"*\"]: every one")
+    description: Notes | None
+    status: Literal["enabled", "disabled"] = Field(
+        description="disabled by an update, or by notifier after 3 days of failed deliveries")
+    created: Timestamp
+    secret: str | None = Field(None, description="`whsec_…`: only in the answers to create and rotate_secret "
+                                                 "(never replayed, listed or logged)")
+
+
+class DeletedWebhookEndpoint(ApiObject):
+    id: WebhookEndpointId
+    object: Literal["webhook_endpoint"]
+    livemode: Livemode
+    deleted: Literal[True]
+
+
+class WebhookEndpointList(ApiObject):
+    object: Literal["list"]
+    url: str
+    data: list[WebhookEndpoint]
+    has_more: bool = Field(description="true: ask again with `starting_after` = the last endpoint's id")
+
+
+class WebhookDelivery(ApiObject):
+    """One attempt to deliver one event to the endpoint."""
+
+    id: WebhookDeliveryId
+    object: Literal["webhook_delivery"]
+    endpoint: WebhookEndpointId
+    event: EventId
+    event_type: str
+    attempt: int = Field(ge=1, description="1 for the first attempt at this event, then 2, 3, …")
+    created: Timestamp = Field(description="when the attempt was made")
+    outcome: Literal["delivered", "retrying", "failed"] = Field(
+        description="delivered: a 2xx; retrying: another attempt is scheduled (`next_attempt`); failed: not retried")
+    status_code: int | None = Field(description="the endpoint's HTTP status, if it answered")
+    error: str | None = Field(description="otherwise why not: timeout, connection_refused, dns, tls, url_invalid, …")
+    latency_ms: int = Field(ge=0)
+    response_body: str = Field(max_length=1024, description="the first 1 KiB of the endpoint's answer")
+    next_attempt: Timestamp | None
+
+
+class WebhookDeliveryList(ApiObject):
+    object: Literal["list"]
+    url: str
+    data: list[WebhookDelivery]
+    has_more: bool = Field(description="true: ask again with `starting_after` = the last delivery's id")
+
+
+class EventData(ApiObject):
+    object: dict = Field(description="the order, invoice or webhook_endpoint exactly as the API shows it")
+
+
+class Event(ApiObject):
+    """Something that happened to an order, an invoice or a webhook endpoint; also the body of a webhook."""
+
+    id: EventId
+    object: Literal["event"]
+    type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
+    created: Timestamp
+    livemode: Livemode
+    data: EventData
+
+
+class EventList(ApiObject):
+    object: Literal["list"]
+    url: str
+    data: list[Event]
+    has_more: bool = Field(description="true: ask again with `starting_after` = the last event's id")
+
+
 class Error(ApiObject):
     type: str = Field(description="the error's family: invalid_request_error, authentication_error, …")
     code: str = Field(description="what went wrong, from the catalogue (see the description above)")
@@ -416,3 +498,25 @@ EXAMPLE_CUSTOMER = _CUSTOMER
 EXAMPLE_TOKEN = ("eyJhbGciOiJIUzI1NiIsImtpZCI6ImhzMjU2LTFhMmIzYzRkNWU2ZjdhOGIiLCJ0eXAiOiJKV1QifQ"
                  ".eyJpc3MiOiJoYXJtb24iLCJzdWIiOiJjdXNfMDFKRDJZN0syQjlFNEY2RzhIMEoySzRNNk4ifQ.c2lnbmF0dXJl")
 EXAMPLE_REQUEST_ID = "req_01JD2ZB3C5D7E9F1G3H5J7K9M1"
+
+_ENDPOINT = "we_01JD3B2C4D6E8F0G2H4J6K8M0N"
+EXAMPLE_ENDPOINT = WebhookEndpointView(
+    endpoint_id=_ENDPOINT, url="https://shop.example.com/harmon/webhooks",
+    enabled_events=["order.confirmed", "invoice.issued"], description="order sync", status="enabled",
+    created_at=_AT)
+EXAMPLE_NEW_ENDPOINT = EXAMPLE_ENDPOINT.model_copy(update={
+    "secret": "whsec_3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})
+EXAMPLE_DISABLED_ENDPOINT = EXAMPLE_ENDPOINT.model_copy(update={"status": "disabled", "description": None,
+                                                                "enabled_events": ["*"]})
+EXAMPLE_EVENT = EventView(event_id="evt_01JD2Z9Q2R4S6T8V0W2X4Y6Z8A", event_type="order.confirmed",
+                          created_at=_AT, data={"object": public.order(EXAMPLE_ORDER, False)})
+EXAMPLE_DELIVERED = WebhookDeliveryView(
+    delivery_id="wda_01JD2Z9R3S5T7V9W1X3Y5Z7A9B", endpoint_id=_ENDPOINT, event_id=EXAMPLE_EVENT.event_id,
+    event_type="order.confirmed", attempt=2, attempted_at=_AT + timedelta(seconds=64), outcome="delivered",
+    status_code=200, latency_ms=87, response_body='{"received": true}')
+EXAMPLE_RETRYING = WebhookDeliveryView(
+    delivery_id="wda_01JD2Z9Q9R1S3T5V7W9X1Y3Z5A", endpoint_id=_ENDPOINT, event_id=EXAMPLE_EVENT.event_id,
+    event_type="order.confirmed", attempt=1, attempted_at=_AT + timedelta(seconds=1), outcome="retrying",
+    status_code=503, latency_ms=412, response_body="Service Unavailable", next_attempt_at=_AT + timedelta(seconds=64))
+EXAMPLE_UNREACHABLE = EXAMPLE_RETRYING.model_copy(update={"status_code": None, "error": "timeout",
+                                                          "latency_ms": 10_000, "response_body": ""})

@@ -37,7 +37,7 @@ ANY_KEY = frozenset({KIND_SECRET, KIND_PUBLISHABLE})
 
 # What a restricted key may be granted; every /v1 route names the one it needs.
 SCOPES = ("catalog:read", "shopper_tokens:write", "carts:write", "orders:read", "orders:write", "invoices:read",
-          "credit:read", "webhooks:write")
+          "credit:read", "webhooks:read", "webhooks:write")
 MINT_SCOPE = "shopper_tokens:write"  # the route that mints shopper tokens has the stricter rate limit too
 
 
@@ -95,17 +95,18 @@ class Endpoint:
     mints: str | None = None  # id prefix of what the route creates; one id per Idempotency-Key
     replay: bool = True  # False: re-running is harmless and the answer holds a secret, so it is never stored
     query: type[BaseModel] | None = None  # the query string's model (the route validates it; the reference shows it)
+    withheld: tuple[str, ...] = ()  # fields of the answer never stored for replay (a secret): a replay lacks them
 
 
 def endpoint(*, scope: str, keys: frozenset[str] = SECRET_ONLY, shopper: Literal["required", "optional", "none"] = "required",
              body: type[BaseModel] | None = None, versioned: bool = False, mints: str | None = None,
-             replay: bool = True, query: type[BaseModel] | None = None) -> Callable:
+             replay: bool = True, query: type[BaseModel] | None = None, withheld: tuple[str, ...] = ()) -> Callable:
     """Declare a route's requirements on its handler."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
     def mark(handler: Callable) -> Callable:
-        handler.endpoint = Endpoint(keys, shopper, scope, body, versioned, mints, replay, query)  # type: ignore[attr-defined]
+        handler.endpoint = Endpoint(keys, shopper, scope, body, versioned, mints, replay, query, withheld)  # type: ignore[attr-defined]
         return handler
     return mark
 

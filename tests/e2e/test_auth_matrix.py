@@ -72,6 +72,8 @@ class Objects:
     sku: str
     customer_id: str
     invoice_id: str
+    endpoint_id: str  # a webhook endpoint of the first tenant's test mode
+    event_id: str  # the order.confirmed event of the shared order
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class Case:
     body: Callable[[Objects], dict] | None = None
     fresh: bool = False  # the operation changes its cart (or needs it open): each cell that reaches it gets its own
     fresh_order: bool = False  # the operation changes its order (cancels it): the caller's own cells get their own
+    fresh_endpoint: bool = False  # the operation changes its webhook endpoint: the caller's own cells get their own
+    live: tuple[int, str | None] | None = None  # the other mode's answer, when it is not `foreign`'s
 
 
 MISSING = (404, "resource_missing")
@@ -103,7 +107,21 @@ CASES: dict[str, Case] = {
     "list_invoices": Case(200, (200, None)),  # another tenant's or mode's own (empty) list
     "get_invoice": Case(200, MISSING),  # the invoice of the shared order's fulfilment
     "get_credit": Case(200, (200, None)),  # another tenant's or mode's customer's own credit account
+    # webhooks: the merchant's, no shopper token. A test-mode endpoint may be on a loopback address, a live one not
+    "create_webhook_endpoint": Case(201, (201, None), lambda o: dict(MATRIX_ENDPOINT),
+                                    live=(400, "url_invalid")),
+    "list_webhook_endpoints": Case(200, (200, None)),  # another tenant's or mode's own list
+    "get_webhook_endpoint": Case(200, MISSING),
+    "update_webhook_endpoint": Case(200, MISSING, lambda o: {"description": "changed by the matrix"},
+                                    fresh_endpoint=True),
+    "delete_webhook_endpoint": Case(200, MISSING, fresh_endpoint=True),
+    "rotate_webhook_secret": Case(200, MISSING, lambda o: {"expires_in_s": 0}, fresh_endpoint=True),
+    "list_webhook_deliveries": Case(200, MISSING),
+    "list_events": Case(200, (200, None)),  # another tenant's or mode's own events
+    "get_event": Case(200, MISSING),
 }
+# subscribed to an event the matrix never causes (no invoice is voided), so no delivery is ever attempted
+MATRIX_ENDPOINT = {"url": "https://127.0.0.1:9/matrix", "enabled_events": ["invoice.voided"]}
 
 # Cells whose answer is a product bug: (route name, key, token) → reason. Strict: fixing the bug fails the run.
 KNOWN_BUGS: dict[tuple[str, str, str], str] = {}
@@ -133,6 +151,8 @@ def refusal(route: Route, key: str, token: str) -> tuple[int, str] | None:
 def expected(route: Route, key: str, token: str) -> tuple[int, str | None]:
     """What the cell answers: the first check that refuses, else the operation on the first tenant's objects."""
     case = CASES[route.name]
+    if key == "other mode's" and case.live is not None:
+        return refusal(route, key, token) or case.live
     return refusal(route, key, token) or (case.foreign if key in FOREIGN else (case.ok, None))
 
 
@@ -200,6 +220,23 @@ async def fresh_order(store: Storefront, shared: Objects, token: str) -> Objects
     return replace(shared, order_id=placed.body["id"])
 
 
+async def fresh_endpoint(store: Storefront, shared: Objects) -> Objects:
+    created = await store.call("POST", "/v1/webhook_endpoints", json=MATRIX_ENDPOINT)
+    assert created.status == 201, created.body
+    return replace(shared, endpoint_id=created.body["id"])
+
+
+async def confirmed_event(store: Storefront, order_id: str) -> str:
+    """The id of the order.confirmed event notifier recorded for the order."""
+    async def recorded() -> str | None:
+        r = await store.call("GET", "/v1/events?type=order.confirmed&limit=100")
+        if r.status != 200:
+            return None
+        return next((e["id"] for e in r.body["data"] if e["data"]["object"]["id"] == order_id), None)
+
+    return await until(recorded, timeout=20, message="the order's order.confirmed event was recorded")
+
+
 async def invoiced(store: Storefront, erp, tenant_id: str, token: str, order: dict) -> str:
     """The ERP ships the order's first line, as it would (erp.fulfilments.v1); the id of the invoice it issues."""
     line = order["lines"][0]
@@ -217,7 +254,8 @@ async def invoiced(store: Storefront, erp, tenant_id: str, token: str, order: di
 
 async def call(http, route: Route, objects: Objects, key: str | None, token: str | None) -> tuple:
     path = route.path.format(cart_id=objects.cart_id, line_id=objects.line_id, order_id=objects.order_id,
-                             sku=objects.sku, invoice_id=objects.invoice_id)
+                             sku=objects.sku, invoice_id=objects.invoice_id, endpoint_id=objects.endpoint_id,
+                             event_id=objects.event_id)
     body = CASES[route.name].body
     headers = {}
     if key is not None:
@@ -261,8 +299,11 @@ async def matrix(stack, erp, http, new_tenant) -> Matrix:
     placed = await store.checkout(valid, ordered["id"])
     assert placed.status == 201, placed.body
     invoice_id = await invoiced(store, erp, t, valid, placed.body)
+    endpoint = await store.call("POST", "/v1/webhook_endpoints", json=MATRIX_ENDPOINT)
+    assert endpoint.status == 201, endpoint.body
+    event_id = await confirmed_event(store, placed.body["id"])
     shared = Objects(cart["id"], cart["lines"][0]["id"], placed.body["id"], shops.only_sku, shops.test.big,
-                     invoice_id)
+                     invoice_id, endpoint.body["id"], event_id)
     m = Matrix(shops, keys, restricted, tokens, shared, {})
 
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -276,6 +317,8 @@ async def matrix(stack, erp, http, new_tenant) -> Matrix:
             # the shared order is fulfilled (it has the invoice): a cancel that reaches it needs a confirmed one
             if CASES[route.name].fresh_order and refusal(route, key, token) is None and key not in FOREIGN:
                 objects = await fresh_order(store, shared, valid)
+            if CASES[route.name].fresh_endpoint and refusal(route, key, token) is None and key not in FOREIGN:
+                objects = await fresh_endpoint(store, shared)
             m.answers[(route.name, key, token)] = await call(http, route, objects, m.key_for(route, key),
                                                              m.token_for(key, token))
 

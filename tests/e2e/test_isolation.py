@@ -1,7 +1,7 @@
 """Isolation: another tenant, the other mode, or another customer of the same shop opens none of a customer's objects.
 
 Every object the API exposes by id (carts, their lines, pricing, checkout, orders and their cancel, invoices;
-products by sku) is
+products by sku; webhook endpoints, their secret and deliveries, and events, the merchant's) is
 tried by each outsider with a valid key and a valid token of its own: each answer is 404
 resource_missing, never 403 (which would confirm the id exists), lists do not show the object, and
 the object is unchanged afterwards. Two outsiders hold a token whose `sub` is the owner's very
@@ -48,6 +48,10 @@ class World:
     confirmed: dict  # the owner's order with nothing shipped (one a cancel would cancel)
     answers: dict[tuple[str, str], tuple[int, str | None]]
     before: dict
+    endpoint: dict  # the owner's tenant's webhook endpoint (test mode)
+    event: dict  # the owner's order.confirmed event (test mode)
+    live_endpoint: dict  # the same tenant's live-mode endpoint and event: a test key sees neither
+    live_event: dict
 
 
 # What an outsider tries, on the owner's objects: (name, method, path, body)
@@ -67,6 +71,25 @@ def attempts(w: "World") -> list[tuple[str, str, str, dict | None]]:
     ]
 
 
+# The merchant's objects (webhook endpoints, events): the tenant's and mode's, whichever customer is signed in,
+# so the outsiders are the other tenant and the other mode (the owner's other customer holds the owner's key).
+def webhook_attempts(w: "World") -> list[tuple[str, str, str, dict | None]]:
+    endpoint, event = w.endpoint["id"], w.event["id"]
+    return [
+        ("read endpoint", "GET", f"/v1/webhook_endpoints/{endpoint}", None),
+        ("update endpoint", "POST", f"/v1/webhook_endpoints/{endpoint}", {"url": "https://1.1.1.1/stolen",
+                                                                           "enabled_events": ["*"]}),
+        ("rotate secret", "POST", f"/v1/webhook_endpoints/{endpoint}/rotate_secret", {"expires_in_s": 0}),
+        ("list deliveries", "GET", f"/v1/webhook_endpoints/{endpoint}/deliveries", None),
+        ("delete endpoint", "DELETE", f"/v1/webhook_endpoints/{endpoint}", None),
+        ("read event", "GET", f"/v1/events/{event}", None),
+    ]
+
+
+WEBHOOK_ATTEMPTS = ("read endpoint", "update endpoint", "rotate secret", "list deliveries", "delete endpoint",
+                    "read event")
+WEBHOOK_OUTSIDERS = tuple(o for o in OUTSIDERS if o != "other customer")
+
 ATTEMPTS = ("read cart", "add line", "change line", "remove line", "price cart", "check out cart", "read order",
             "cancel order", "read invoice", "read product")
 
@@ -82,9 +105,27 @@ async def snapshot(w: World) -> dict:
     order = await w.owner.call("GET", f"/v1/orders/{w.order['id']}", token=w.owner_token)
     confirmed = await w.owner.call("GET", f"/v1/orders/{w.confirmed['id']}", token=w.owner_token)
     invoice = await w.owner.call("GET", f"/v1/invoices/{w.invoice['id']}", token=w.owner_token)
-    assert {r.status for r in (cart, order, confirmed, invoice)} == {200}, (cart.body, order.body, confirmed.body,
-                                                                            invoice.body)
-    return {"cart": cart.body, "order": order.body, "confirmed": confirmed.body, "invoice": invoice.body}
+    endpoint = await w.owner.call("GET", f"/v1/webhook_endpoints/{w.endpoint['id']}")
+    event = await w.owner.call("GET", f"/v1/events/{w.event['id']}")
+    replies = (cart, order, confirmed, invoice, endpoint, event)
+    assert {r.status for r in replies} == {200}, [r.body for r in replies]
+    return {"cart": cart.body, "order": order.body, "confirmed": confirmed.body, "invoice": invoice.body,
+            "endpoint": endpoint.body, "event": event.body}
+
+
+async def confirmed_event(client: Storefront, order_id: str) -> dict:
+    async def recorded() -> dict | None:
+        r = await client.call("GET", "/v1/events?type=order.confirmed&limit=100")
+        return next((e for e in r.body.get("data", ()) if e["data"]["object"]["id"] == order_id), None)
+
+    return await until(recorded, timeout=20, message="the order's order.confirmed event was recorded")
+
+
+async def new_endpoint(client: Storefront, url: str) -> dict:
+    # subscribed to an event these tests never cause: no delivery is attempted
+    r = await client.call("POST", "/v1/webhook_endpoints", json={"url": url, "enabled_events": ["invoice.voided"]})
+    assert r.status == 201, r.body
+    return r.body
 
 
 async def fulfil_first_line(erp, owner: Storefront, token: str, tenant_id: str, order: dict) -> dict:
@@ -129,13 +170,27 @@ async def world(stack, erp, http, new_tenant) -> World:
                                                                                        "quantity": 1}))["id"])
     assert unshipped.status == 201, unshipped.body
     cart = await owner.cart_with(owner_token, {"sku": "OIL-1L", "quantity": 1})
-    w = World(shops, owner, owner_token, outsiders, cart, placed.body, invoice, unshipped.body, {}, {})
+    endpoint = await new_endpoint(owner, "http://127.0.0.1:9/isolation")
+    event = await confirmed_event(owner, placed.body["id"])
+    # live mode: an https URL on a literal public address passes notifier's check without DNS
+    live_endpoint = await new_endpoint(live, "https://1.1.1.1/harmon-isolation")
+    live_token = outsiders["other mode"][1]
+    live_placed = await live.checkout(live_token, (await live.cart_with(live_token, {"sku": "OIL-1L",
+                                                                                    "quantity": 1}))["id"])
+    assert live_placed.status == 201, live_placed.body
+    live_event = await confirmed_event(live, live_placed.body["id"])
+    w = World(shops, owner, owner_token, outsiders, cart, placed.body, invoice, unshipped.body, {}, {}, endpoint,
+              event, live_endpoint, live_event)
     w.before = await snapshot(w)
     # one at a time: outsiders' attempts on one cart id must not meet each other (see the race test below)
     for name, (client, token) in outsiders.items():
         for attempt, method, path, body in attempts(w):
             r = await client.call(method, path, json=body, token=token)
             w.answers[(name, attempt)] = (r.status, r.error.get("code"))
+        if name in WEBHOOK_OUTSIDERS:
+            for attempt, method, path, body in webhook_attempts(w):
+                r = await client.call(method, path, json=body, token=token)
+                w.answers[(name, attempt)] = (r.status, r.error.get("code"))
     return w
 
 
@@ -143,6 +198,40 @@ async def world(stack, erp, http, new_tenant) -> World:
 @pytest.mark.parametrize("outsider", OUTSIDERS)
 async def test_an_outsider_finds_nothing(world: World, outsider: str, attempt: str):
     assert world.answers[(outsider, attempt)] == expected(outsider, attempt)
+
+
+@pytest.mark.parametrize("attempt", WEBHOOK_ATTEMPTS)
+@pytest.mark.parametrize("outsider", WEBHOOK_OUTSIDERS)
+async def test_an_outsider_finds_none_of_the_merchants_webhooks(world: World, outsider: str, attempt: str):
+    assert world.answers[(outsider, attempt)] == MISSING
+
+
+async def test_webhook_lists_show_only_the_keys_tenant_and_mode(world: World):
+    """A test-mode key never sees the live-mode endpoint or event, nor the live key the test-mode ones; another
+    tenant sees neither."""
+    owner_endpoints = await world.owner.call("GET", "/v1/webhook_endpoints?limit=100")
+    owner_events = await world.owner.call("GET", "/v1/events?limit=100")
+    assert owner_endpoints.status == owner_events.status == 200, (owner_endpoints.body, owner_events.body)
+    assert [e["id"] for e in owner_endpoints.body["data"]] == [world.endpoint["id"]]
+    owner_event_ids = [e["id"] for e in owner_events.body["data"]]
+    assert world.event["id"] in owner_event_ids and world.live_event["id"] not in owner_event_ids
+    assert all(e["livemode"] is False for e in owner_endpoints.body["data"] + owner_events.body["data"])
+    for path in (f"/v1/webhook_endpoints/{world.live_endpoint['id']}", f"/v1/events/{world.live_event['id']}",
+                 f"/v1/webhook_endpoints/{world.live_endpoint['id']}/deliveries"):
+        r = await world.owner.call("GET", path)
+        assert (r.status, r.error.get("code")) == MISSING, (path, r.body)
+    for name in WEBHOOK_OUTSIDERS:
+        client, _ = world.outsiders[name]
+        endpoints = await client.call("GET", "/v1/webhook_endpoints?limit=100")
+        events = await client.call("GET", "/v1/events?limit=100")
+        assert endpoints.status == events.status == 200, (name, endpoints.body, events.body)
+        assert world.endpoint["id"] not in [e["id"] for e in endpoints.body["data"]], name
+        assert world.event["id"] not in [e["id"] for e in events.body["data"]], name
+        assert all(e["livemode"] is name.startswith("other mode")
+                   for e in endpoints.body["data"] + events.body["data"]), name
+    live, _ = world.outsiders["other mode"]
+    live_ids = [e["id"] for e in (await live.call("GET", "/v1/webhook_endpoints?limit=100")).body["data"]]
+    assert live_ids == [world.live_endpoint["id"]]
 
 
 async def test_the_objects_are_unchanged(world: World):

@@ -59,7 +59,9 @@ class Fuzz:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def fuzz(stack, http, erp, new_tenant):
-    """A tenant of its own with real objects to aim at: a cart with a line, a second cart, an order."""
+    """A tenant of its own with real objects to aim at: a cart with a line, a second cart, an order, its invoice
+    and its order.confirmed event, a webhook endpoint (which the delete operation's valid cases delete: the
+    operations after it answer its documented 404)."""
     keys = await new_tenant()
     shop = Shop(tenant_id=keys.tenant_id, secret_key=keys.secret_key, publishable_key=keys.publishable_key)
     await publish_shop(erp, shop)
@@ -80,8 +82,17 @@ async def fuzz(stack, http, erp, new_tenant):
     async def invoiced():
         return await store.invoices(token, order_id=order.body["id"]) or None
     [invoice] = await until(invoiced, timeout=20, message="the order's invoice issued")
+    # a webhook endpoint (test mode: a loopback receiver that is never there, for an event the fuzz never causes)
+    endpoint = await store.call("POST", "/v1/webhook_endpoints",
+                                json={"url": "http://127.0.0.1:9/fuzz", "enabled_events": ["invoice.voided"]})
+    assert endpoint.status == 201, endpoint.body
+
+    async def confirmed():
+        r = await store.call("GET", "/v1/events?type=order.confirmed")
+        return next((e for e in r.body.get("data", ()) if e["data"]["object"]["id"] == order.body["id"]), None)
+    event = await until(confirmed, timeout=20, message="the order's order.confirmed event recorded")
     REAL.update(cart_id=cart["id"], line_id=cart["lines"][0]["id"], order_id=order.body["id"], sku="RICE-1KG",
-                invoice_id=invoice["id"],
+                invoice_id=invoice["id"], endpoint_id=endpoint.body["id"], event_id=event["id"],
                 body_cart_id=checkout_cart["id"], body_customer_id=shop.big, body_sku="OIL-1L")
     f = Fuzz(shop, token)
     yield f

@@ -219,6 +219,27 @@ def test_the_lifecycle_routes_are_documented_with_their_scopes_and_refusals(doc)
     assert credit["object"] == "credit_account" and credit["open_invoices"]
 
 
+def test_the_webhook_routes_are_documented_with_their_scopes_and_refusals(doc):
+    ops = {(m, p): op for m, p, op in operations(doc)}
+    webhook_ops = {k: op for k, op in ops.items() if k[1].startswith(("/v1/webhook_endpoints", "/v1/events"))}
+    assert len(webhook_ops) == 9
+    for (method, path), op in webhook_ops.items():
+        assert op["security"] == [{"apiKey": []}], path  # the merchant's: no shopper token
+        assert "publishable_key_not_allowed" in op["responses"]["403"]["description"], path
+    create = ops["POST", "/v1/webhook_endpoints"]
+    bad_requests = {(e["error"]["code"], e["error"]["param"])
+                    for e in examples_of(create["responses"]["400"]["content"]["application/json"])}
+    assert {("url_invalid", "url"), ("parameter_invalid", "enabled_events[1]")} <= bad_requests
+    [created] = examples_of(create["responses"]["201"]["content"]["application/json"])
+    assert created["secret"].startswith("whsec_")
+    listed = examples_of(ops["GET", "/v1/webhook_endpoints"]["responses"]["200"]["content"]["application/json"])
+    assert listed and all("secret" not in e for x in listed for e in x["data"])
+    assert {p["name"] for p in ops["GET", "/v1/events"]["parameters"]} == {"limit", "starting_after", "type"}
+    [event] = examples_of(ops["GET", "/v1/events/{event_id}"]["responses"]["200"]["content"]["application/json"])
+    assert event["data"]["object"]["object"] == "order"
+    assert "404" in ops["GET", "/v1/webhook_endpoints/{endpoint_id}/deliveries"]["responses"]
+
+
 # --- examples ------------------------------------------------------------------------------------
 
 def test_every_operation_has_request_and_response_examples(doc):
@@ -292,6 +313,13 @@ NO_INVOICES = schemas.EXAMPLE_CREDIT_ACCOUNT.model_copy(update={"open_invoices":
                                                                "available": 50_000, "unapplied": 2_500})
 OVER_WITHOUT_INVOICES = schemas.EXAMPLE_OVER_CREDIT_LIMIT.model_copy(update={
     "open_invoices_to_pay": [], "largest_order_total_that_fits": None, "available": -5})
+# an event's data.object is an API object: an invoice, or the endpoint notifier disabled (never with its secret)
+INVOICE_EVENT = schemas.EXAMPLE_EVENT.model_copy(update={
+    "event_id": "evt_01JD3C", "event_type": "invoice.issued",
+    "data": {"object": objects.invoice(schemas.EXAMPLE_INVOICE, False)}})
+DISABLED_EVENT = schemas.EXAMPLE_EVENT.model_copy(update={
+    "event_id": "evt_01JD3D", "event_type": "webhook_endpoint.disabled",
+    "data": {"object": objects.webhook_endpoint(schemas.EXAMPLE_DISABLED_ENDPOINT, False)}})
 
 BUILT = {
     "cart": (schemas.Cart, [objects.cart(v, m) for v in (schemas.EXAMPLE_CART, schemas.EXAMPLE_EMPTY_CART,
@@ -317,6 +345,20 @@ BUILT = {
                                                for v in (schemas.EXAMPLE_CREDIT_ACCOUNT, NO_INVOICES)]),
     "open_invoice": (schemas.OpenInvoice, [objects.open_invoice(x)
                                            for x in schemas.EXAMPLE_CREDIT_ACCOUNT.open_invoices]),
+    "webhook_endpoint": (schemas.WebhookEndpoint, [objects.webhook_endpoint(v, m) for v in (
+        schemas.EXAMPLE_ENDPOINT, schemas.EXAMPLE_NEW_ENDPOINT, schemas.EXAMPLE_DISABLED_ENDPOINT)
+        for m in (False, True)]),
+    "deleted webhook_endpoint": (schemas.DeletedWebhookEndpoint,
+                                 [objects.deleted_webhook_endpoint(schemas.EXAMPLE_ENDPOINT.endpoint_id, True)]),
+    "webhook_endpoint list": (schemas.WebhookEndpointList, [objects.listing(
+        "/v1/webhook_endpoints", [objects.webhook_endpoint(schemas.EXAMPLE_ENDPOINT, False)], True)]),
+    "webhook_delivery": (schemas.WebhookDelivery, [objects.webhook_delivery(v) for v in (
+        schemas.EXAMPLE_DELIVERED, schemas.EXAMPLE_RETRYING, schemas.EXAMPLE_UNREACHABLE)]),
+    "webhook_delivery list": (schemas.WebhookDeliveryList, [objects.listing(
+        "/v1/webhook_endpoints/we_1/deliveries", [objects.webhook_delivery(schemas.EXAMPLE_DELIVERED)], False)]),
+    "event": (schemas.Event, [objects.event(v, m) for v in (schemas.EXAMPLE_EVENT, INVOICE_EVENT, DISABLED_EVENT)
+                              for m in (False, True)]),
+    "event list": (schemas.EventList, [objects.listing("/v1/events", [objects.event(INVOICE_EVENT, True)], False)]),
     "over_credit_limit": (schemas.OverCreditLimit,
                           [over_credit_limit(v).body("req_1") for v in (schemas.EXAMPLE_OVER_CREDIT_LIMIT,
                                                                         OVER_WITHOUT_INVOICES)]),
