@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 from libs.contracts.base import Rejection
 from libs.contracts.errors import ErrorCode
 from libs.contracts.ids import EVENT, new_id
-from libs.contracts.public import timestamp
+from libs.contracts import public
+from libs.contracts.webhooks import EventView, WebhookEndpointView
 
 # Internal event type → the public name subscribers see (docs/api.md, "Events"). The others on these topics
 # (FulfilmentDelivered, InvoiceDueDateSet, PaymentApplied, PaymentUnapplied) are for the ERP and credit only.
@@ -60,10 +61,12 @@ class PublicEvent:
             raise ValueError(f"{message_type} is not a public event")
         return cls(new_id(EVENT), public, aggregate_id, aggregate_version or 1, data, occurred_at, received_at)
 
+    def view(self) -> EventView:
+        return EventView(event_id=self.id, event_type=self.type, created_at=self.occurred_at, data=dict(self.data))
+
     def body(self, livemode: bool) -> dict[str, Any]:
-        """The event object: what GET /v1/events/{id} shows and what a webhook POSTs."""
-        return {"id": self.id, "object": "event", "type": self.type, "created": timestamp(self.occurred_at),
-                "livemode": livemode, "data": dict(self.data)}
+        """The event object: what GET /v1/events/{id} shows and what a webhook POSTs (one rendering, the API's)."""
+        return public.event(self.view(), livemode)
 
 
 # --- the URL rule --------------------------------------------------------------------------------------------
@@ -207,11 +210,15 @@ class Endpoint:
         kept = tuple(s for s in kept if s.active(now))
         return replace(self, secrets=(Secret(new_secret(), now), *kept), version=self.version + 1)
 
+    def view(self, secret: str | None = None) -> WebhookEndpointView:
+        """`secret`: only for the create and rotate answers."""
+        return WebhookEndpointView(endpoint_id=self.id, url=self.url, enabled_events=list(self.enabled_events),
+                                   description=self.description, status=self.status, created_at=self.created_at,
+                                   secret=secret)
+
     def public(self, livemode: bool) -> dict[str, Any]:
         """The endpoint as the API shows it, never with a secret (data.object of webhook_endpoint.disabled)."""
-        return {"id": self.id, "object": "webhook_endpoint", "url": self.url,
-                "enabled_events": list(self.enabled_events), "status": self.status,
-                "description": self.description, "created": timestamp(self.created_at), "livemode": livemode}
+        return public.webhook_endpoint(self.view(), livemode)
 
     def after_attempt(self, delivered: bool, now: datetime, disable_after_s: float) -> "Endpoint":
         """The disable rule: every attempt failed for `disable_after_s` → disabled (a change: version + 1)."""

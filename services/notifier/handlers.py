@@ -55,8 +55,7 @@ async def not_public(evt: Message, uow: NotifierUnitOfWork) -> None:
 # --- endpoints --------------------------------------------------------------------------------------------------
 
 def _view(e: Endpoint, secret: str | None = None) -> w.WebhookEndpointView:
-    return w.WebhookEndpointView(endpoint_id=e.id, url=e.url, enabled_events=list(e.enabled_events),
-                                 description=e.description, status=e.status, created_at=e.created_at, secret=secret)
+    return e.view(secret)
 
 
 def _missing(endpoint_id: str) -> Rejection:
@@ -138,7 +137,7 @@ async def list_webhook_deliveries(q: w.ListWebhookDeliveries, uow: NotifierUnitO
 # --- events -----------------------------------------------------------------------------------------------------
 
 def event_view(e: PublicEvent) -> w.EventView:
-    return w.EventView(event_id=e.id, event_type=e.type, created_at=e.occurred_at, data=dict(e.data))
+    return e.view()
 
 
 async def get_event(q: w.GetEvent, uow: NotifierUnitOfWork) -> w.EventView:

@@ -9,6 +9,7 @@ and free ports in place of the fixed 8080 (each container has a network of its o
 """
 from __future__ import annotations
 
+import base64
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -129,7 +130,9 @@ async def test_kubernetes_pods_start_with_the_image_command_line(infrastructure)
     docs = objects(render_overlay())
     maps = config_maps(docs)
     # The Secrets the operator creates (docs/operations.md), with databases made as an operator would.
-    secret_values: dict[tuple[str, str], str] = {("gateway-signing", "signing-secret"): secrets.token_urlsafe(48)}
+    secret_values: dict[tuple[str, str], str] = {
+        ("gateway-signing", "signing-secret"): secrets.token_urlsafe(48),
+        ("notifier-secrets", "secrets-key"): base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
     for service in SERVICES:
         dsn = await pg.ensure_database(f"k8s_{service}", f"k8s_{service}", secrets.token_urlsafe(24))
         secret_values[(f"{service}-db", "database-url")] = dsn
