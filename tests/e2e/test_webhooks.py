@@ -464,3 +464,38 @@ async def test_harmon_webhooks_listen_prints_the_verified_order_confirmed_and_de
             await proc.wait()
     r = await store.call("GET", f"/v1/webhook_endpoints/{endpoint_id}")
     assert r.status == 404, r.body
+
+
+def readme_receiver(port: int) -> str:
+    """The README's `webhook-receiver` block, on `port` instead of 4242 (the only change)."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(# webhook-receiver.*?)```", text, re.S)
+    assert block, "README.md has no `# webhook-receiver` python block"
+    code = block.group(1)
+    assert "port=4242" in code
+    return code.replace("port=4242", f"port={port}")
+
+
+async def test_the_readme_receiver_verifies_a_real_delivery(stack, store, shop, until, tmp_path):
+    port = free_port()
+    script = tmp_path / "receiver.py"
+    script.write_text(readme_receiver(port))
+    endpoint = await register(store, f"http://127.0.0.1:{port}/webhooks", ["order.confirmed"])
+    env = {**os.environ, "WEBHOOK_SECRET": endpoint["secret"], "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(script), env=env, cwd=tmp_path,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        order = await checkout(store, shop.big)  # attempts before the receiver listens are retried
+        printed = b""
+        while order["id"].encode() not in printed:
+            printed += await asyncio.wait_for(proc.stdout.readline(), WAIT_S)
+        assert printed.decode().splitlines()[-1] == f"order.confirmed {order['id']}"
+
+        async def delivered():
+            listed = await deliveries(store, endpoint["id"])
+            return listed if listed and listed[0]["outcome"] == "delivered" else None
+        assert (await until(delivered, timeout=WAIT_S))[0]["status_code"] == 204
+    finally:
+        proc.terminate()
+        await proc.wait()
