@@ -48,6 +48,10 @@ TEST_ENV: dict[str, dict[str, str]] = {
                 # and 127.0.0.1); tests of the limits give their tenant, or a second gateway, low ones
                 "HARMON_GATEWAY_RATE_LIMIT": "100000/second", "HARMON_GATEWAY_MINT_RATE_LIMIT": "100000/second",
                 "HARMON_GATEWAY_FAILED_AUTH_RATE_LIMIT": "100000/minute"},
+    # webhooks (tests/e2e/test_webhooks.py): retries within a second, polled every 0.1 s; a killed instance's
+    # claims free again in seconds (the lease still outlives the 10 s attempt timeout)
+    "notifier": {"HARMON_NOTIFIER_WEBHOOK_RETRY_S": "0.2,0.4,0.8", "HARMON_NOTIFIER_WEBHOOK_POLL_INTERVAL_S": "0.1",
+                 "HARMON_NOTIFIER_WEBHOOK_LEASE_S": "12"},
 }
 
 

@@ -9,6 +9,7 @@
     (these three run the gateway's own `python -m services.gateway.admin_cli`: libs/stack/admin_cli.py)
     harmon dlt list|replay TOPIC             a topic's dead letters: what and why, and re-driving them after a fix
     harmon erp fulfil|deliver|pay|cancel     publish the ERP's lifecycle records for a running `harmon dev` (erp.py)
+    harmon webhooks listen [--events …]      a local receiver, registered in test mode, printing each verified event
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .dlt import add_dlt_parsers
 from .erp import add_erp_parsers
 from .supervision import BrokerBound
 from .supervisor import DEFAULT_PARTITIONS, SERVICES, Stack
+from .webhooks import add_webhooks_parsers
 
 log = logging.getLogger("harmon.cli")
 
@@ -78,6 +80,15 @@ def dev_summary(stack: Stack, credentials: dict[str, Any]) -> str:
         f"    -H \"Authorization: Bearer $({read_key})\" \\",
         "    -H 'Content-Type: application/json' \\",
         f"    -d '{{\"customer_id\": \"{first['id']}\"}}'",
+        "",
+        "Receive signed webhooks (order.confirmed, invoice.issued, …) on this machine:",
+        f"  harmon webhooks listen --data-dir {shlex.quote(str(stack.data_dir))}"
+        "     registers a local receiver, prints each verified event",
+        "  or register your own receiver (test mode accepts http://127.0.0.1; the answer holds its whsec_ secret once):",
+        f"  curl -sS -X POST {stack.base_url}/v1/webhook_endpoints \\",
+        f"    -H \"Authorization: Bearer $({read_key})\" \\",
+        "    -H 'Content-Type: application/json' \\",
+        "    -d '{\"url\": \"http://127.0.0.1:4242/webhooks\", \"enabled_events\": [\"order.confirmed\", \"invoice.issued\"]}'",
         "",
         "Press Ctrl-C to stop.",
     ]
@@ -266,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_parsers(commands)  # tenants, keys, signing-keys: the gateway's own command, as a subprocess
     add_dlt_parsers(commands)
     add_erp_parsers(commands)
+    add_webhooks_parsers(commands)
     return parser
 
 
