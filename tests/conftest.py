@@ -37,8 +37,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Short deadlines so timeout paths are tested in seconds, not minutes.
 TEST_ENV: dict[str, dict[str, str]] = {
-    # webhook retries within a second (the schedule is a setting; tests use a sub-second one)
-    "notifier": {"HARMON_NOTIFIER_WEBHOOK_RETRY_S": "0.2,0.4,0.8", "HARMON_NOTIFIER_WEBHOOK_POLL_INTERVAL_S": "0.1"},
     # the overdue sweep every second: tests/e2e/test_lifecycle.py waits for an invoice to go overdue
     "orders": {"HARMON_ORDERS_STEP_TIMEOUT_S": "4", "HARMON_ORDERS_OVERDUE_SWEEP_INTERVAL_S": "1"},
     # the lease just outlives the checkout timeout, so a killed gateway's key is free again in seconds
