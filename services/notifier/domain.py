@@ -95,7 +95,10 @@ def _refuse(message: str) -> Rejection:
 
 
 def split_url(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise _refuse("is not a URL") from None
     try:
         port = parts.port
     except ValueError:

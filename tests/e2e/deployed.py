@@ -207,6 +207,8 @@ async def run_external_mode(data_dir: Path, bootstrap: str, dsns: Mapping[str, s
                 env |= {"HARMON_GATEWAY_PORT": str(port), "HARMON_GATEWAY_SIGNING_SECRET": secrets.token_urlsafe(48)}
             else:
                 env[f"HARMON_{service.upper()}_HEALTH_PORT"] = str(port)
+            if service == "notifier":  # an operator's key for the webhook secrets (deploy/.env.example)
+                env["HARMON_NOTIFIER_SECRETS_KEY"] = secrets.token_urlsafe(32)
             procs.start(Launch(service, service, [sys.executable, "-m", f"services.{service}"], env, data_dir, port))
         await procs.wait_ready()
         gateway_port = procs.children["gateway"][0].health_port

@@ -55,6 +55,8 @@ def _value(col: sa.Column):
         return {"n": n}
     if isinstance(t, sa.LargeBinary):
         return b"v%d" % n
+    if isinstance(t, sa.ARRAY) and isinstance(t.item_type, sa.String):
+        return [f"{col.name[:8]}_{n}"]
     pytest.fail(f"no test value for {col.table.name}.{col.name} of type {t!r}: teach _value() about it")
 
 

@@ -48,6 +48,14 @@ async def test_live_mode_takes_a_public_https_host_and_test_mode_takes_loopback(
     await domain.check_url("http://not-resolving.invalid/x", False, resolver({}))  # test mode: no lookup
 
 
+@pytest.mark.parametrize("url", ["https://[6", "http://[::1/x", "https://host:99999/x", "https://host:port/x"])
+@pytest.mark.parametrize("livemode", [True, False])
+async def test_a_url_that_does_not_parse_is_url_invalid_in_either_mode(url, livemode):
+    with pytest.raises(Rejection) as refused:
+        await domain.check_url(url, livemode, resolver({}))
+    assert (refused.value.code, refused.value.param) == (ErrorCode.URL_INVALID, "url")
+
+
 def test_the_retry_schedule_repeats_its_last_delay_with_jitter_and_stops_at_the_age_cap():
     rng = random.Random(1)
     for attempt, base in ((1, 60), (2, 300), (8, 86_400), (12, 86_400)):
