@@ -24,6 +24,8 @@ from pathlib import Path
 API_KEY = re.compile(r"hk_(?:test|live)_(?:sec|pub)_[A-Za-z0-9_-]{20,}")
 # header.payload.signature, base64url; the header of any JWT starts `{"` → eyJ; alg none leaves the signature empty
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+# a webhook endpoint's signing secret (notifier): whsec_ and 43 characters
+WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9_-]{20,}")
 LOG_SUFFIXES = (".log", ".stderr", ".stdout")
 # C0 but the newline that ends the line, DEL, C1, and the Unicode line/paragraph separators
 CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
@@ -59,6 +61,8 @@ def mask(secret: str) -> str:
     if secret.startswith("hk_"):
         prefix = "_".join(secret.split("_", 3)[:3])
         return f"{prefix}_…{secret[-4:]}"
+    if secret.startswith("whsec_"):
+        return f"whsec_…({len(secret)} characters)"
     return f"eyJ…({len(secret)} characters)"
 
 
@@ -88,7 +92,8 @@ def _strings(value: object) -> Iterator[str]:
 def _secrets_in(line: str) -> list[tuple[str, str]]:
     """(what, masked) of each key and token in the line, as written and, in a JSON record, decoded."""
     def search(text: str) -> list[tuple[str, str]]:
-        return [(what, mask(m.group())) for what, pattern in (("API key", API_KEY), ("token", JWT))
+        return [(what, mask(m.group())) for what, pattern in (("API key", API_KEY), ("token", JWT),
+                                                                 ("webhook secret", WEBHOOK_SECRET))
                 for m in pattern.finditer(text)]
 
     found = search(line)

@@ -46,6 +46,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # the shapes tests/logscan.py looks for: keys of any kind, JWTs (their header always starts `{"` → eyJ)
 _API_KEY = re.compile(r"(hk_(?:test|live)_(?:(?:sec|pub)_)?)[A-Za-z0-9_-]{16,}")
+_WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9_-]{8,}")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 
 
@@ -62,6 +63,8 @@ def mask_secrets(text: str, ellipsis: str = "…") -> str:
     """Keys become their hint (prefix and the last four, which people already see); tokens disappear."""
     if "hk_" in text:
         text = _API_KEY.sub(lambda m: f"{m.group(1)}{ellipsis}{m.group()[-4:]}", text)
+    if "whsec_" in text:  # a webhook endpoint's signing secret: never even its end
+        text = _WEBHOOK_SECRET.sub(f"whsec_{ellipsis}(secret masked)", text)
     return _JWT.sub(lambda _: f"eyJ{ellipsis}(token masked)", text) if "eyJ" in text else text
 
 

@@ -102,7 +102,9 @@ async def test_one_checkout_is_one_trace_across_every_hop(traced_stack, receiver
         sends = [s for s in receiver.spans if s.service == "harmon-gateway" and s.name == "orders.commands.v1 send PlaceOrder"]
         for send in sends:
             spans = {_hop(s): s for s in receiver.spans if s.trace_id == send.trace_id}
-            if set(HOPS) <= set(spans) and "gateway: gateway.replies OrderView" in spans:
+            # the request's server span ends last (after the reply came back): its export is awaited too
+            server_done = any(s.span_id == send.parent_id for s in receiver.spans)
+            if set(HOPS) <= set(spans) and "gateway: gateway.replies OrderView" in spans and server_done:
                 return {**spans, "gateway: send PlaceOrder": send}
         return None
     hops = await until(checkout_trace, timeout=20, message="every hop of the checkout exported in one trace")

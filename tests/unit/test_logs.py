@@ -286,3 +286,9 @@ def test_text_keys_and_tokens_are_masked_even_when_malformed(text):
     assert lines[3].endswith("key=hk_test_sec_…AbCd")
     for line in lines:
         assert KEY not in line and KEY[12:30] not in line and TOKEN[:40] not in line, line
+
+
+def test_a_webhook_signing_secret_is_masked_whole():
+    secret = "whsec_" + "Zx9-" * 11
+    masked = logs.mask_secrets(f"rotated: {secret} (old one kept)")
+    assert secret not in masked and secret[-4:] not in masked and "whsec_…(secret masked)" in masked

@@ -156,3 +156,9 @@ def test_a_line_that_is_no_record_fails_the_check_naming_file_and_line_never_the
         assert_json_logs(log)
     assert "orders.log:2: a malformed record: not a JSON object" in str(failed.value)
     assert KEY not in str(failed.value)
+
+
+def test_finds_a_webhook_signing_secret_and_never_shows_it():
+    secret = "whsec_" + "Ab3_" * 11
+    [found] = scan_text(f'{{"message": "created with {secret}"}}\n', Path("notifier.log"))
+    assert (found.line, found.what) == (1, "webhook secret") and secret not in str(found)
