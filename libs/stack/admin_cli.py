@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .processes import alive
 from .supervisor import running_stack_dsn
 
 EXIT_FAILED = 1  # not found, refused, or the database could not be reached
@@ -37,6 +38,23 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+def running_dev_credentials(data_dir: Path, hint: str, *, code: int = EXIT_USAGE,
+                            need_credentials: bool = True) -> Path:
+    """The credentials.json of the `harmon dev` running on `data_dir` (its stack.lock names a live supervisor);
+    CommandError(`code`) with `hint` when none runs there. Another user's stack (an unreadable lock) counts as
+    running: its credentials.json, 0600 too, decides."""
+    credentials = data_dir / "credentials.json"
+    try:
+        pid: int | None = int((data_dir / "stack.lock").read_text().strip())
+    except PermissionError:
+        pid = -1
+    except (OSError, ValueError):
+        pid = None
+    if pid is None or (pid > 0 and not alive(pid)) or (need_credentials and not credentials.exists()):
+        raise CommandError(f"no `harmon dev` is running in {data_dir}; {hint}", code)
+    return credentials
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

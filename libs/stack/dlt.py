@@ -25,8 +25,7 @@ from libs.contracts.envelope import Envelope
 from libs.contracts.fields import CONTROLS
 from libs.contracts.topics import GATEWAY_REPLIES_PREFIX
 
-from .admin_cli import EXIT_FAILED, EXIT_USAGE, CommandError, _table
-from .processes import alive
+from .admin_cli import EXIT_FAILED, EXIT_USAGE, CommandError, _table, running_dev_credentials
 
 DLT_SUFFIX = ".dlt"
 HEADER_PREFIX = "harmon-dlt-"
@@ -104,14 +103,8 @@ def broker_address(args: argparse.Namespace) -> str:
     if args.data_dir is None and not credentials.exists():
         raise CommandError("which broker? give --bootstrap HOST:PORT or --data-dir DIR (a running `harmon dev`), "
                            "or set HARMON_KAFKA_BOOTSTRAP", EXIT_USAGE)
-    try:
-        pid: int | None = int((data_dir / "stack.lock").read_text().strip())
-    except PermissionError:
-        pid = -1  # another user's stack: credentials.json (0600 too) says the rest
-    except (OSError, ValueError):
-        pid = None
-    if pid is None or (pid > 0 and not alive(pid)):
-        raise CommandError(f"no `harmon dev` is running in {data_dir}; start it with: harmon dev --data-dir {data_dir}")
+    running_dev_credentials(data_dir, f"start it with: harmon dev --data-dir {data_dir}", code=EXIT_FAILED,
+                            need_credentials=False)  # a missing credentials.json is "cannot read" below
     try:
         return json.loads(credentials.read_text())["kafka_bootstrap"]
     except (OSError, ValueError, KeyError) as exc:

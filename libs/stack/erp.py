@@ -32,8 +32,7 @@ from libs.contracts.ids import new_id
 from libs.contracts.money import DEFAULT_CURRENCY
 from libs.contracts.orders import GetOrder, OrderView
 
-from .admin_cli import EXIT_FAILED, EXIT_USAGE, CommandError
-from .processes import alive
+from .admin_cli import EXIT_FAILED, EXIT_USAGE, CommandError, running_dev_credentials
 
 REPLY_TOPIC = "harmon.erp.replies"  # GetOrder's answers (1 partition, like harmon.demo.replies)
 QUERY_TIMEOUT_S = 10.0
@@ -60,15 +59,7 @@ def find_target(args: argparse.Namespace) -> Target:
         return Target(args.bootstrap, args.tenant, args.live)
     data_dir = Path(args.data_dir).absolute()
     hint = f"start it with: harmon dev --data-dir {data_dir} (or give --bootstrap HOST:PORT --tenant TEN)"
-    credentials_path = data_dir / "credentials.json"
-    try:
-        pid: int | None = int((data_dir / "stack.lock").read_text().strip())
-    except PermissionError:
-        pid = -1  # another user's stack: its credentials.json (0600 too) decides
-    except (OSError, ValueError):
-        pid = None
-    if pid is None or (pid > 0 and not alive(pid)) or not credentials_path.exists():
-        raise CommandError(f"no `harmon dev` is running in {data_dir}; {hint}", EXIT_USAGE)
+    credentials_path = running_dev_credentials(data_dir, hint)
     try:
         credentials = json.loads(credentials_path.read_text())
         bootstrap = credentials["kafka_bootstrap"]

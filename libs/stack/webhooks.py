@@ -26,8 +26,7 @@ from aiohttp import web
 
 from libs.contracts.webhooks import EVENT_TYPES
 
-from .admin_cli import EXIT_FAILED, EXIT_USAGE, CommandError
-from .processes import alive
+from .admin_cli import EXIT_FAILED, EXIT_USAGE, CommandError, running_dev_credentials
 
 PATH = "/webhooks"
 API_KEY_ENV = "HARMON_API_KEY"  # with --api: the secret key (never an argument)
@@ -53,15 +52,7 @@ def find_api(args: argparse.Namespace) -> Api:
         return Api(args.api.rstrip("/"), key)
     data_dir = Path(args.data_dir).absolute()
     hint = f"start it with: harmon dev --data-dir {data_dir} (or give --api URL with the key in {API_KEY_ENV})"
-    credentials_path = data_dir / "credentials.json"
-    try:
-        pid: int | None = int((data_dir / "stack.lock").read_text().strip())
-    except PermissionError:
-        pid = -1  # another user's stack: its credentials.json (0600 too) decides
-    except (OSError, ValueError):
-        pid = None
-    if pid is None or (pid > 0 and not alive(pid)) or not credentials_path.exists():
-        raise CommandError(f"no `harmon dev` is running in {data_dir}; {hint}", EXIT_USAGE)
+    credentials_path = running_dev_credentials(data_dir, hint)
     try:
         credentials = json.loads(credentials_path.read_text())
         return Api(credentials["base_url"].rstrip("/"), credentials["secret_key"])
