@@ -29,23 +29,12 @@ from services.gateway.routes.credit import get_credit
 from services.gateway.routes.invoices import InvoicesQuery, get_invoice, list_invoices
 from services.gateway.routes.orders import CancelBody, OrdersQuery, cancel_order, list_orders
 from services.gateway.state import BODY, CALLER, SCOPES, SHOPPER, Caller, Shopper
+from tests.unit.gateway_fakes import FakeCorrelator
 
 SECRET = "unit-test-signing-secret-0123456789abcdefghij"
 CUSTOMER = schemas.EXAMPLE_CUSTOMER
 ORDER = schemas.EXAMPLE_ORDER.order_id
 INVOICE = schemas.EXAMPLE_INVOICE.invoice_id
-
-
-class FakeCorrelator:
-    """Records what the route asks and answers with the canned reply."""
-
-    def __init__(self, reply: Message):
-        self.reply = reply
-        self.asked: list[tuple[str, str | None, Message, str, bool]] = []
-
-    async def request(self, topic, key, payload, *, tenant_id, livemode, request_id=None, timeout_s=None):
-        self.asked.append((topic, key, payload, tenant_id, livemode))
-        return self.reply
 
 
 def request(method: str, path: str, reply: Message, *, match_info: dict | None = None, body=None,

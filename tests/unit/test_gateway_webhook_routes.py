@@ -31,6 +31,7 @@ from services.gateway.routes.webhooks import (CreateEndpointBody, RotateSecretBo
                                               list_webhook_endpoints, rotate_webhook_secret,
                                               update_webhook_endpoint)
 from services.gateway.state import BODY, CALLER, MINTED_ID, SCOPES, Caller
+from tests.unit.gateway_fakes import FakeCorrelator
 
 SECRET = "unit-test-signing-secret-0123456789abcdefghij"
 JSON = "application/json"
@@ -39,16 +40,6 @@ EVENT = schemas.EXAMPLE_EVENT.event_id
 WHSEC = schemas.EXAMPLE_NEW_ENDPOINT.secret
 WRITES = (create_webhook_endpoint, update_webhook_endpoint, delete_webhook_endpoint, rotate_webhook_secret)
 READS = (list_webhook_endpoints, get_webhook_endpoint, list_webhook_deliveries, list_events, get_event)
-
-
-class FakeCorrelator:
-    def __init__(self, reply: Message):
-        self.reply = reply
-        self.asked: list[tuple[str, str | None, Message, str, bool]] = []
-
-    async def request(self, topic, key, payload, *, tenant_id, livemode, request_id=None, timeout_s=None):
-        self.asked.append((topic, key, payload, tenant_id, livemode))
-        return self.reply
 
 
 def request(method: str, path: str, reply: Message, *, match_info: dict | None = None, body=None,
